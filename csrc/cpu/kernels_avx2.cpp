@@ -1,0 +1,22 @@
+// The portable kernels compiled for AVX2 so the compiler vectorizes their loops; selected at
+// run time only on CPUs that report AVX2.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#pragma GCC push_options
+#pragma GCC target("avx2,bmi,bmi2,lzcnt,popcnt")
+#define FI_VARIANT avx2
+#include "kernels_portable.h"
+#pragma GCC pop_options
+
+namespace fusedinit {
+namespace cpu {
+BlockKernels avx2_kernels() { return avx2::kernels("avx2"); }
+}  // namespace cpu
+}  // namespace fusedinit
+#else
+#include "block_kernels.h"
+namespace fusedinit {
+namespace cpu {
+BlockKernels avx2_kernels() { return generic_kernels(); }
+}  // namespace cpu
+}  // namespace fusedinit
+#endif

@@ -1,0 +1,250 @@
+// The random-stream contract of fusedinit (docs/rng.md), as scalar code that the host
+// compiler and nvcc both compile. Every backend computes exactly these operations in
+// exactly this order: only integer ops and correctly rounded float add/sub/mul and
+// int->float conversions of exactly representable values, so the bits agree everywhere.
+// Build with contraction off (-ffp-contract=off, nvcc --fmad=false); the device path also
+// uses the explicit _rn intrinsics so a stray flag cannot change a value.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+// static: the CPU backend compiles this header once per ISA variant, and an out-of-line copy
+// built for AVX-512 must never be the one an older CPU links to.
+#if defined(__CUDACC__)
+#define FI_HD static __host__ __device__ __forceinline__
+#else
+#define FI_HD static inline
+#endif
+
+#ifndef FI_TABLE_STORAGE
+#define FI_TABLE_STORAGE inline constexpr
+#endif
+
+#include "normal_table.h"
+
+namespace fusedinit {
+
+// Distribution codes shared by the op schema, the kernels and the Python layer.
+enum Kind : int64_t {
+  kNormal = 0,      // params: mean, std
+  kUniform = 1,     // params: a, b             (U[a, b))
+  kTruncNormal = 2, // params: mean, std, a, b, p_lo, p_hi (p_* = Phi((bound-mean)/std))
+  kConstant = 3,    // params: value
+};
+constexpr int kParamsPerTensor = 6;
+
+// ---- Philox4x32-10, exactly as Random123 defines it -------------------------------
+constexpr uint32_t kPhiloxM0 = 0xD2511F53u;
+constexpr uint32_t kPhiloxM1 = 0xCD9E8D57u;
+constexpr uint32_t kPhiloxW0 = 0x9E3779B9u;
+constexpr uint32_t kPhiloxW1 = 0xBB67AE85u;
+constexpr int kPhiloxRounds = 10;
+
+struct Words4 {
+  uint32_t v[4];
+};
+
+FI_HD Words4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
+                           uint32_t k1) {
+  for (int round = 0; round < kPhiloxRounds; ++round) {
+    if (round > 0) {
+      k0 += kPhiloxW0;
+      k1 += kPhiloxW1;
+    }
+    const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c0;
+    const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c2;
+    const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
+    const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
+    c1 = static_cast<uint32_t>(p1);
+    c3 = static_cast<uint32_t>(p0);
+    c0 = n0;
+    c2 = n2;
+  }
+  return Words4{{c0, c1, c2, c3}};
+}
+
+// The 32-bit word for logical element `index` of stream `stream` under `seed`:
+// counter = (index / 4 as two words, stream as two words), key = seed, lane = index % 4.
+FI_HD uint32_t stream_word(uint64_t seed, uint64_t stream, uint64_t index) {
+  const uint64_t group = index >> 2;
+  const Words4 w = philox4x32_10(static_cast<uint32_t>(group), static_cast<uint32_t>(group >> 32),
+                                 static_cast<uint32_t>(stream), static_cast<uint32_t>(stream >> 32),
+                                 static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  return w.v[index & 3];
+}
+
+// ---- bit helpers --------------------------------------------------------------------
+FI_HD float bits_to_float(uint32_t b) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(b);
+#else
+  float f;
+  std::memcpy(&f, &b, sizeof f);
+  return f;
+#endif
+}
+
+FI_HD uint32_t float_to_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  uint32_t b;
+  std::memcpy(&b, &f, sizeof b);
+  return b;
+#endif
+}
+
+FI_HD int clz32(uint32_t x) {  // x != 0
+#if defined(__CUDA_ARCH__)
+  return __clz(x);
+#elif defined(__GNUC__) || defined(__clang__)
+  return __builtin_clz(x);
+#else
+  int n = 0;
+  while (!(x & 0x80000000u)) {
+    x <<= 1;
+    ++n;
+  }
+  return n;
+#endif
+}
+
+FI_HD float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+FI_HD float add_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+FI_HD float sub_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+
+// ---- words -> uniforms ------------------------------------------------------------
+// [0, 1 - 2^-24] on a 2^-24 grid: the top 24 bits, exactly representable.
+FI_HD float uniform_closed_open(uint32_t w) {
+  return mul_rn(static_cast<float>(w >> 8), 0x1p-24f);
+}
+
+// [2^-24, 1 - 2^-24], odd multiples of 2^-24: strictly inside (0, 1), exactly representable.
+FI_HD float uniform_open(uint32_t w) {
+  return mul_rn(static_cast<float>((w >> 9) << 1 | 1u), 0x1p-24f);
+}
+
+// ---- half-normal quantile ---------------------------------------------------------
+// z = Phi^-1(1 - q/2) for q = t * 2^(octave - 32), t = 1.mant23 (binary), from the
+// piecewise degree-5 table (max abs error documented in normal_table.h).
+FI_HD float half_normal_quantile(uint32_t octave, uint32_t mant23) {
+  const uint32_t row = octave * 2 + (mant23 >> 22);
+  const float s = sub_rn(bits_to_float(0x3f800000u | mant23), 1.5f);
+  float r = kNormalTable[5][row];
+  r = add_rn(mul_rn(r, s), kNormalTable[4][row]);
+  r = add_rn(mul_rn(r, s), kNormalTable[3][row]);
+  r = add_rn(mul_rn(r, s), kNormalTable[2][row]);
+  r = add_rn(mul_rn(r, s), kNormalTable[1][row]);
+  r = add_rn(mul_rn(r, s), kNormalTable[0][row]);
+  return r;
+}
+
+// Standard normal from one word: the top bit is the sign, the other 31 bits b give the
+// two-sided tail probability q = (2b + 1) / 2^32, so |z| reaches 6.23 and never diverges.
+FI_HD float standard_normal(uint32_t w) {
+  const uint32_t k = (w << 1) | 1u;
+  const int lz = clz32(k);
+  const uint32_t mant23 = ((k << lz) >> 8) & 0x7fffffu;
+  const float r = half_normal_quantile(static_cast<uint32_t>(31 - lz), mant23);
+  return bits_to_float(float_to_bits(r) ^ (w & 0x80000000u));
+}
+
+// Half-normal quantile of a float q, clamped to [2^-32, 1 - 2^-24].
+FI_HD float half_normal_quantile_of(float q) {
+  q = q < 0x1p-32f ? 0x1p-32f : q;
+  q = q > 0x1.fffffep-1f ? 0x1.fffffep-1f : q;
+  const uint32_t b = float_to_bits(q);
+  return half_normal_quantile((b >> 23) - 95u, b & 0x7fffffu);  // octave = exponent + 32
+}
+
+// ---- distributions (float32 values, before rounding to the destination) ----------
+FI_HD float normal_value(uint32_t w, float mean, float std) {
+  return add_rn(mean, mul_rn(std, standard_normal(w)));
+}
+
+FI_HD float uniform_value(uint32_t w, float a, float b) {
+  return add_rn(a, mul_rn(sub_rn(b, a), uniform_closed_open(w)));
+}
+
+// Inverse-CDF truncated normal: p uniform in [p_lo, p_hi], mapped through the quantile
+// by its nearer tail so both tails keep their resolution, then clamped to [a, b].
+FI_HD float trunc_normal_value(uint32_t w, float mean, float std, float a, float b, float p_lo,
+                               float p_hi) {
+  const float p = add_rn(p_lo, mul_rn(sub_rn(p_hi, p_lo), uniform_open(w)));
+  const bool lower = p < 0.5f;
+  const float tail = lower ? p : sub_rn(1.0f, p);  // exact (Sterbenz) for p >= 0.5
+  float z = half_normal_quantile_of(add_rn(tail, tail));
+  z = lower ? -z : z;
+  float v = add_rn(mean, mul_rn(std, z));
+  v = v < a ? a : v;
+  v = v > b ? b : v;
+  return v;
+}
+
+// ---- rounding to the destination dtype (round to nearest even) -------------------
+FI_HD uint16_t float_to_bf16_bits(float f) {
+  const uint32_t x = float_to_bits(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);  // NaN
+  return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+FI_HD uint16_t float_to_fp16_bits(float f) {
+  const uint32_t x = float_to_bits(f);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t a = x & 0x7fffffffu;
+  if (a > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);      // NaN
+  if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);     // rounds to inf
+  if (a >= 0x38800000u) {                                                 // normal half
+    const uint32_t r = a - 0x38000000u;
+    return static_cast<uint16_t>(sign | ((r + 0x0fffu + ((r >> 13) & 1u)) >> 13));
+  }
+  if (a < 0x33000000u) return static_cast<uint16_t>(sign);                // below 2^-25
+  const uint32_t m = (a & 0x7fffffu) | 0x800000u;                         // subnormal half
+  const uint32_t shift = 126u - (a >> 23);
+  uint32_t r = m >> shift;
+  const uint32_t rem = m & ((1u << shift) - 1u);
+  const uint32_t half = 1u << (shift - 1u);
+  r += (rem > half || (rem == half && (r & 1u))) ? 1u : 0u;
+  return static_cast<uint16_t>(sign | r);
+}
+
+FI_HD float bf16_bits_to_float(uint16_t h) { return bits_to_float(static_cast<uint32_t>(h) << 16); }
+
+FI_HD float fp16_bits_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t e = (h >> 10) & 0x1fu;
+  const uint32_t m = h & 0x3ffu;
+  if (e == 0x1fu) return bits_to_float(sign | 0x7f800000u | (m << 13));
+  if (e != 0) return bits_to_float(sign | ((e + 112u) << 23) | (m << 13));
+  return bits_to_float(sign | float_to_bits(mul_rn(static_cast<float>(m), 0x1p-24f)));
+}
+
+// The next value below x in a 16- or 32-bit IEEE format given by its bits (x not NaN/-inf).
+FI_HD uint32_t next_down_bits(uint32_t bits, uint32_t sign_bit) {
+  const uint32_t magnitude = bits & (sign_bit - 1u);
+  if (magnitude == 0) return sign_bit | 1u;         // +-0 -> -smallest subnormal
+  return (bits & sign_bit) ? bits + 1u : bits - 1u;  // away from / toward zero
+}
+
+}  // namespace fusedinit

@@ -1,0 +1,32 @@
+// Argument checks every backend of fusedinit::init_ shares (the Python layer checks values;
+// these guard the op against direct calls with inconsistent lists).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include "fusedinit/rng_math.h"
+
+namespace fusedinit {
+
+inline void check_init_args(at::TensorList tensors, at::IntArrayRef kinds,
+                            at::ArrayRef<double> params, at::IntArrayRef streams,
+                            at::IntArrayRef padding_rows) {
+  const int64_t n = static_cast<int64_t>(tensors.size());
+  TORCH_CHECK(static_cast<int64_t>(kinds.size()) == n && static_cast<int64_t>(streams.size()) == n &&
+                  static_cast<int64_t>(padding_rows.size()) == n &&
+                  static_cast<int64_t>(params.size()) == n * kParamsPerTensor,
+              "fusedinit.init_: expected one kind, stream and padding row and ", kParamsPerTensor,
+              " params per tensor");
+  for (int64_t i = 0; i < n; ++i) {
+    TORCH_CHECK(kinds[i] >= kNormal && kinds[i] <= kConstant, "fusedinit.init_: kinds[", i,
+                "] = ", kinds[i], " is not a distribution code");
+    if (padding_rows[i] >= 0) {
+      TORCH_CHECK_INDEX(tensors[i].dim() > 0 && padding_rows[i] < tensors[i].size(0),
+                        "fusedinit.init_: padding row ", padding_rows[i], " out of range for tensors[",
+                        i, "]");
+    }
+  }
+}
+
+}  // namespace fusedinit
