@@ -1,6 +1,7 @@
 """Build of fusedinit: the CPU kernels always; the CUDA kernels when torch has CUDA and nvcc is found."""
 import glob
 import os
+import sys
 
 from setuptools import find_packages, setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension
@@ -13,7 +14,12 @@ def cxx_flags():
     flags = ["-O3", "-ffp-contract=off", "-fno-fast-math"]
     if os.environ.get("FUSEDINIT_DEBUG"):
         flags = ["-O0", "-g", "-ffp-contract=off"]
-    return flags
+    return flags + openmp_flags()
+
+
+def openmp_flags():
+    # at::parallel_for is a header template: without OpenMP here it silently runs serially.
+    return ["-fopenmp"] if sys.platform.startswith("linux") else []
 
 
 def extensions():
@@ -24,6 +30,7 @@ def extensions():
             sources,
             include_dirs=[os.path.join(ROOT, "csrc")],
             extra_compile_args={"cxx": cxx_flags()},
+            extra_link_args=openmp_flags(),
         )
     ]
 

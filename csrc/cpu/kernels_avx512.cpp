@@ -15,71 +15,69 @@ namespace {
 
 constexpr int64_t kBlock = 1024;  // elements per inner block, a multiple of 64
 
-inline __m512i mulhilo(__m512i a, __m512i m, __m512i* hi) {
-  const __m512i even = _mm512_mul_epu32(a, m);
-  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
-  *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
-  return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
-}
-
-// Philox4x32-10 for 16 consecutive groups starting at group g; writes 64 words in element order.
-inline void philox16(uint64_t g, uint32_t s0, uint32_t s1, const uint32_t* k0, const uint32_t* k1,
-                     uint32_t* out) {
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i base_lo = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(g)));
-  __m512i c0 = _mm512_add_epi32(base_lo, lane);
-  const __mmask16 carry = _mm512_cmplt_epu32_mask(c0, base_lo);
-  __m512i c1 = _mm512_mask_add_epi32(_mm512_set1_epi32(static_cast<int>(g >> 32)), carry,
-                                     _mm512_set1_epi32(static_cast<int>(g >> 32)),
-                                     _mm512_set1_epi32(1));
-  __m512i c2 = _mm512_set1_epi32(static_cast<int>(s0));
-  __m512i c3 = _mm512_set1_epi32(static_cast<int>(s1));
+// Philox4x32-10 for kBatches x 8 consecutive groups starting at group g, each uint32 held in
+// the low half of a 64-bit lane: one vpmuludq then yields lo (low half) and hi (after a shift);
+// vpmuludq never reads the upper halves, so they need no masking. Independent batches are
+// interleaved so the multiplier latency is hidden. Writes 32 * kBatches words in element order.
+template <int kBatches>
+inline void philox8(uint64_t g, __m512i c2_init, __m512i c3_init, const __m512i* k0,
+                    const __m512i* k1, uint32_t* out) {
+  const __m512i lane = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+  __m512i c0[kBatches], c1[kBatches], c2[kBatches], c3[kBatches];
+  for (int b = 0; b < kBatches; ++b) {
+    const __m512i group = _mm512_add_epi64(_mm512_set1_epi64(static_cast<int64_t>(g + 8 * b)), lane);
+    c0[b] = group;
+    c1[b] = _mm512_srli_epi64(group, 32);
+    c2[b] = c2_init;
+    c3[b] = c3_init;
+  }
   const __m512i m0 = _mm512_set1_epi64(kPhiloxM0);
   const __m512i m1 = _mm512_set1_epi64(kPhiloxM1);
   for (int r = 0; r < kPhiloxRounds; ++r) {
-    __m512i hi0, hi1;
-    const __m512i lo0 = mulhilo(c0, m0, &hi0);
-    const __m512i lo1 = mulhilo(c2, m1, &hi1);
-    c0 = _mm512_ternarylogic_epi32(hi1, c1, _mm512_set1_epi32(static_cast<int>(k0[r])), 0x96);
-    c2 = _mm512_ternarylogic_epi32(hi0, c3, _mm512_set1_epi32(static_cast<int>(k1[r])), 0x96);
-    c1 = lo1;
-    c3 = lo0;
+    for (int b = 0; b < kBatches; ++b) {
+      const __m512i p0 = _mm512_mul_epu32(c0[b], m0);
+      const __m512i p1 = _mm512_mul_epu32(c2[b], m1);
+      c0[b] = _mm512_ternarylogic_epi64(_mm512_shuffle_epi32(p1, _MM_PERM_CDAB), c1[b], k0[r], 0x96);
+      c2[b] = _mm512_ternarylogic_epi64(_mm512_shuffle_epi32(p0, _MM_PERM_CDAB), c3[b], k1[r], 0x96);
+      c1[b] = p1;
+      c3[b] = p0;
+    }
   }
-  // 4x16 -> element order: transpose 4x4 within 128-bit lanes, then the lanes themselves.
-  const __m512i a = _mm512_unpacklo_epi32(c0, c1);
-  const __m512i b = _mm512_unpackhi_epi32(c0, c1);
-  const __m512i c = _mm512_unpacklo_epi32(c2, c3);
-  const __m512i d = _mm512_unpackhi_epi32(c2, c3);
-  const __m512i r0 = _mm512_unpacklo_epi64(a, c);
-  const __m512i r1 = _mm512_unpackhi_epi64(a, c);
-  const __m512i r2 = _mm512_unpacklo_epi64(b, d);
-  const __m512i r3 = _mm512_unpackhi_epi64(b, d);
-  const __m512i t0 = _mm512_shuffle_i32x4(r0, r1, 0x44);
-  const __m512i t1 = _mm512_shuffle_i32x4(r2, r3, 0x44);
-  const __m512i t2 = _mm512_shuffle_i32x4(r0, r1, 0xEE);
-  const __m512i t3 = _mm512_shuffle_i32x4(r2, r3, 0xEE);
-  _mm512_storeu_si512(out + 0, _mm512_shuffle_i32x4(t0, t1, 0x88));
-  _mm512_storeu_si512(out + 16, _mm512_shuffle_i32x4(t0, t1, 0xDD));
-  _mm512_storeu_si512(out + 32, _mm512_shuffle_i32x4(t2, t3, 0x88));
-  _mm512_storeu_si512(out + 48, _mm512_shuffle_i32x4(t2, t3, 0xDD));
+  const __m512i low32 = _mm512_set1_epi64(0xFFFFFFFF);
+  for (int b = 0; b < kBatches; ++b) {
+    // [c0 c1] and [c2 c3] per group, then groups in order across the 128-bit lanes.
+    const __m512i c01 = _mm512_or_si512(_mm512_and_si512(c0[b], low32), _mm512_slli_epi64(c1[b], 32));
+    const __m512i c23 = _mm512_or_si512(_mm512_and_si512(c2[b], low32), _mm512_slli_epi64(c3[b], 32));
+    const __m512i lo = _mm512_unpacklo_epi64(c01, c23);  // groups 0, 2, 4, 6
+    const __m512i hi = _mm512_unpackhi_epi64(c01, c23);  // groups 1, 3, 5, 7
+    _mm512_storeu_si512(out + 32 * b,
+                        _mm512_permutex2var_epi64(lo, _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), hi));
+    _mm512_storeu_si512(out + 32 * b + 16,
+                        _mm512_permutex2var_epi64(lo, _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15), hi));
+  }
 }
 
+// out[k] = word of element first + k, for k < n (n <= kBlock).
 void words_block(uint64_t seed, uint64_t stream, uint64_t first, int64_t n, uint32_t* out) {
-  uint32_t k0[kPhiloxRounds], k1[kPhiloxRounds];
-  k0[0] = static_cast<uint32_t>(seed);
-  k1[0] = static_cast<uint32_t>(seed >> 32);
-  for (int r = 1; r < kPhiloxRounds; ++r) {
-    k0[r] = k0[r - 1] + kPhiloxW0;
-    k1[r] = k1[r - 1] + kPhiloxW1;
+  __m512i k0[kPhiloxRounds], k1[kPhiloxRounds];
+  uint32_t a = static_cast<uint32_t>(seed), b = static_cast<uint32_t>(seed >> 32);
+  for (int r = 0; r < kPhiloxRounds; ++r) {
+    k0[r] = _mm512_set1_epi64(a);
+    k1[r] = _mm512_set1_epi64(b);
+    a += kPhiloxW0;
+    b += kPhiloxW1;
   }
+  const __m512i c2 = _mm512_set1_epi64(static_cast<uint32_t>(stream));
+  const __m512i c3 = _mm512_set1_epi64(static_cast<uint32_t>(stream >> 32));
   const uint64_t g0 = first >> 2;
   const int64_t skip = static_cast<int64_t>(first & 3);
-  alignas(64) uint32_t tmp[kBlock + 64];
   const int64_t groups = (skip + n + 3) >> 2;
-  for (int64_t g = 0; g < groups; g += 16) {
-    philox16(g0 + static_cast<uint64_t>(g), static_cast<uint32_t>(stream),
-             static_cast<uint32_t>(stream >> 32), k0, k1, tmp + 4 * g);
+  if (skip == 0 && (n & 63) == 0) {  // whole batches: straight into the output
+    for (int64_t g = 0; g < groups; g += 16) philox8<2>(g0 + g, c2, c3, k0, k1, out + 4 * g);
+    return;
   }
+  alignas(64) uint32_t tmp[kBlock + 64];
+  for (int64_t g = 0; g < groups; g += 8) philox8<1>(g0 + g, c2, c3, k0, k1, tmp + 4 * g);
   std::memcpy(out, tmp + skip, static_cast<size_t>(n) * sizeof(uint32_t));
 }
 
@@ -96,26 +94,30 @@ struct Table {
   }
 };
 
-inline __m512 coefficient(const Table& t, int k, __m512i row, __mmask16 low_rows) {
-  __m512 c = _mm512_permutex2var_ps(t.hi[k][0], row, t.hi[k][1]);
-  if (low_rows) {  // octaves below 16: q < 2^-16, about one vector in 4096
-    c = _mm512_mask_blend_ps(low_rows, c, _mm512_permutex2var_ps(t.lo[k][0], row, t.lo[k][1]));
-  }
-  return c;
+template <bool kLowRows>
+inline __m512 horner(const Table& t, __m512i row, __mmask16 low_rows, __m512 s) {
+  auto coefficient = [&](int k) {
+    __m512 c = _mm512_permutex2var_ps(t.hi[k][0], row, t.hi[k][1]);
+    if (kLowRows) {
+      c = _mm512_mask_blend_ps(low_rows, c, _mm512_permutex2var_ps(t.lo[k][0], row, t.lo[k][1]));
+    }
+    return c;
+  };
+  __m512 r = coefficient(5);
+  for (int k = 4; k >= 0; --k) r = _mm512_add_ps(_mm512_mul_ps(r, s), coefficient(k));
+  return r;
 }
 
 // half_normal_quantile(octave, mant23) for 16 lanes.
 inline __m512 quantile(const Table& t, __m512i octave, __m512i mant23) {
   const __m512i row = _mm512_or_si512(_mm512_slli_epi32(octave, 1), _mm512_srli_epi32(mant23, 22));
-  const __mmask16 low_rows = _mm512_cmplt_epi32_mask(row, _mm512_set1_epi32(32));
   const __m512 s = _mm512_sub_ps(
       _mm512_castsi512_ps(_mm512_or_si512(mant23, _mm512_set1_epi32(0x3f800000))),
       _mm512_set1_ps(1.5f));
-  __m512 r = coefficient(t, 5, row, low_rows);
-  for (int k = 4; k >= 0; --k) {
-    r = _mm512_add_ps(_mm512_mul_ps(r, s), coefficient(t, k, row, low_rows));
-  }
-  return r;
+  // Rows below 32 are octaves below 16 (q < 2^-16): about one vector in 4096 needs them.
+  const __mmask16 low_rows = _mm512_cmplt_epi32_mask(row, _mm512_set1_epi32(32));
+  if (__builtin_expect(low_rows != 0, 0)) return horner<true>(t, row, low_rows, s);
+  return horner<false>(t, row, low_rows, s);
 }
 
 inline __m512 standard_normal16(const Table& t, __m512i w) {
