@@ -1,0 +1,21 @@
+"""fusedinit: weight initialization at the speed of writing memory, bit-identical on every
+backend, layout and initialization order (see docs/rng.md for the random-stream contract)."""
+from . import reference
+from ._ops import HAS_EXTENSION
+from .api import init_many_, normal_, trunc_normal_, uniform_
+from .specs import Constant, Normal, TruncNormal, Uniform
+
+__version__ = "0.1.0"
+
+
+def available_backends():
+    """Backends usable here: the compiled kernels this build has, plus the reference."""
+    from . import _ops
+
+    names = [d for d in ("cpu", "cuda") if _ops.has_kernel(d)]
+    return names + ["reference"]
+
+
+__all__ = ["normal_", "uniform_", "trunc_normal_", "init_many_", "Normal", "Uniform",
+           "TruncNormal", "Constant", "reference", "available_backends", "HAS_EXTENSION",
+           "__version__"]

@@ -1,0 +1,131 @@
+"""Public tensor API: in place, no autograd, returns the tensor, like torch.nn.init.
+
+Every function is a thin case of `init_many_`, which checks everything first (so bad input
+leaves every tensor untouched), resolves the seed once and makes one op call per device.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable, Optional, Sequence, Tuple
+
+import torch
+
+from . import _ops, reference
+from ._seed import resolve_seed
+from .specs import SPECS, Constant, Normal, TruncNormal, Uniform
+
+SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+BACKENDS = (None, "cpu", "cuda", "triton", "reference")
+
+
+def normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, *,
+            padding_idx: Optional[int] = None, seed: Optional[int] = None, stream: int = 0,
+            generator: Optional[torch.Generator] = None, backend: Optional[str] = None):
+    """Fill with N(mean, std^2); with `padding_idx`, that row of dim 0 is exactly zero and every
+    other row gets exactly the values it would get without it."""
+    spec = Normal(mean, std, padding_idx=padding_idx, stream=stream)
+    init_many_([(tensor, spec)], seed=seed, generator=generator, backend=backend)
+    return tensor
+
+
+def uniform_(tensor: torch.Tensor, a: float = 0.0, b: float = 1.0, *, seed: Optional[int] = None,
+             stream: int = 0, generator: Optional[torch.Generator] = None,
+             backend: Optional[str] = None):
+    """Fill with U[a, b)."""
+    init_many_([(tensor, Uniform(a, b, stream=stream))], seed=seed, generator=generator,
+               backend=backend)
+    return tensor
+
+
+def trunc_normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0,
+                  b: float = 2.0, *, seed: Optional[int] = None, stream: int = 0,
+                  generator: Optional[torch.Generator] = None, backend: Optional[str] = None):
+    """Fill with N(mean, std^2) truncated to the absolute bounds [a, b] (as torch.nn.init)."""
+    init_many_([(tensor, TruncNormal(mean, std, a, b, stream=stream))], seed=seed,
+               generator=generator, backend=backend)
+    return tensor
+
+
+def init_many_(items: Iterable[Tuple[torch.Tensor, object]], *, seed: Optional[int] = None,
+               generator: Optional[torch.Generator] = None, backend: Optional[str] = None):
+    """Initialize every (tensor, spec) pair with one shared seed: one op call per device."""
+    items = list(items)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    plans = [_plan(i, item) for i, item in enumerate(items)]
+    seed = resolve_seed(seed, generator)
+    groups = defaultdict(list)
+    for plan in plans:
+        tensor = plan[0]
+        if tensor.device.type == "meta" or tensor.numel() == 0:
+            continue  # nothing to write: meta tensors are returned unchanged
+        groups[tensor.device].append(plan)
+    with torch.no_grad():
+        for device, group in groups.items():
+            _run(device, group, seed, backend)
+    return [item[0] for item in items]
+
+
+def _plan(index: int, item) -> tuple:
+    """Check one (tensor, spec) pair; returns (tensor, kind, params, stream, padding_row)."""
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise TypeError(f"items[{index}] must be a (tensor, spec) pair")
+    tensor, spec = item
+    where = f"items[{index}]" if index else "tensor"
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{where} must be a torch.Tensor, got {type(tensor).__name__}")
+    if not isinstance(spec, SPECS):
+        raise TypeError(f"spec of {where} must be one of Normal, Uniform, TruncNormal, Constant; "
+                        f"got {type(spec).__name__}")
+    if tensor.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{where} has dtype {tensor.dtype}; fusedinit fills float32, float64, "
+                        f"bfloat16 and float16 tensors")
+    if torch._debug_has_internal_overlap(tensor) == 1:
+        raise RuntimeError(f"{where} has elements that share memory (e.g. an expanded tensor); "
+                           "in-place initialization would be ill-defined, clone it first")
+    padding_row = -1
+    if spec.padding_idx is not None:
+        if tensor.dim() == 0:
+            raise IndexError(f"padding_idx needs a tensor with at least one dimension ({where})")
+        rows = tensor.shape[0]
+        if not -rows <= spec.padding_idx < rows:
+            raise IndexError(f"padding_idx {spec.padding_idx} out of range for dim 0 of size "
+                             f"{rows} ({where})")
+        padding_row = spec.padding_idx % rows
+    return tensor, spec.kind, spec.params(), spec.stream, padding_row
+
+
+def _run(device: torch.device, group: Sequence[tuple], seed: int, backend: Optional[str]):
+    use_op = _choose(device, backend)
+    if not use_op:
+        for tensor, kind, params, stream, padding_row in group:
+            reference.init_(tensor, kind=kind, params=params, seed=seed, stream=stream,
+                            padding_row=padding_row)
+        return
+    tensors = [g[0] for g in group]
+    _ops.init_(tensors, [g[1] for g in group], [p for g in group for p in g[2]],
+               [g[3] for g in group], [g[4] for g in group], seed)
+
+
+def _choose(device: torch.device, backend: Optional[str]) -> bool:
+    """True: the compiled op for this device; False: the reference."""
+    if backend == "reference":
+        return False
+    if backend is None:
+        if _ops.has_kernel(device.type):
+            return True
+        if not _ops.HAS_EXTENSION:
+            _ops.warn_no_extension()
+        return False
+    if backend in ("cuda", "triton"):
+        raise RuntimeError(f"backend={backend!r} is not available in this build")
+    if device.type != backend:
+        raise ValueError(f"backend={backend!r} cannot fill a tensor on {device}")
+    if not _ops.has_kernel(device.type):
+        raise RuntimeError(f"backend={backend!r}: the compiled extension is not available "
+                           f"({_ops.EXTENSION_ERROR})")
+    return True
+
+
+__all__ = ["normal_", "uniform_", "trunc_normal_", "init_many_", "Normal", "Uniform",
+           "TruncNormal", "Constant"]

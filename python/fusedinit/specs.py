@@ -1,0 +1,146 @@
+"""Distribution specs for fusedinit.init_many_: validated at construction, so a bad value is
+reported before any tensor is touched."""
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Optional
+
+from ._kinds import CONSTANT, NORMAL, TRUNC_NORMAL, UNIFORM
+from ._seed import check_u64
+
+# Largest double that rounds to a finite float32 (FLT_MAX plus just under half an ulp).
+_F32_LIMIT = 3.4028235677973366e38
+
+
+def _real(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    x = float(value)
+    if not math.isfinite(x):
+        raise ValueError(f"{name} must be finite, got {x}")
+    if abs(x) >= _F32_LIMIT:
+        raise ValueError(f"{name} = {x} overflows float32, in which fusedinit computes")
+    return x
+
+
+def f32(x: float) -> float:
+    """x rounded to float32 (nearest even), as the kernels see it."""
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def normal_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+@dataclass(frozen=True)
+class Normal:
+    """N(mean, std^2); `padding_idx` (negative counts from the end) zeroes that row of dim 0."""
+
+    mean: float = 0.0
+    std: float = 1.0
+    padding_idx: Optional[int] = None
+    stream: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "mean", _real("mean", self.mean))
+        object.__setattr__(self, "std", _real("std", self.std))
+        if self.std < 0:
+            raise ValueError(f"std must be >= 0, got {self.std}")
+        if self.padding_idx is not None and (isinstance(self.padding_idx, bool)
+                                             or not isinstance(self.padding_idx, int)):
+            raise TypeError(f"padding_idx must be an int or None, got {type(self.padding_idx).__name__}")
+        object.__setattr__(self, "stream", check_u64("stream", self.stream))
+
+    kind = NORMAL
+
+    def params(self):
+        return [self.mean, self.std, 0.0, 0.0, 0.0, 0.0]
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """U[a, b): b is excluded after rounding to the tensor's dtype (a == b fills a)."""
+
+    a: float = 0.0
+    b: float = 1.0
+    stream: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "a", _real("a", self.a))
+        object.__setattr__(self, "b", _real("b", self.b))
+        if self.a > self.b:
+            raise ValueError(f"uniform bounds need a <= b, got a={self.a}, b={self.b}")
+        if abs(f32(self.b) - f32(self.a)) >= _F32_LIMIT:
+            raise ValueError(f"uniform range b - a = {self.b - self.a} overflows float32")
+        object.__setattr__(self, "stream", check_u64("stream", self.stream))
+
+    kind = UNIFORM
+    padding_idx = None
+
+    def params(self):
+        return [self.a, self.b, 0.0, 0.0, 0.0, 0.0]
+
+
+@dataclass(frozen=True)
+class TruncNormal:
+    """N(mean, std^2) truncated to the absolute bounds [a, b], by inverse CDF (no rejection)."""
+
+    mean: float = 0.0
+    std: float = 1.0
+    a: float = -2.0
+    b: float = 2.0
+    stream: int = 0
+
+    def __post_init__(self):
+        for name in ("mean", "std", "a", "b"):
+            object.__setattr__(self, name, _real(name, getattr(self, name)))
+        if self.std < 0:
+            raise ValueError(f"std must be >= 0, got {self.std}")
+        if self.a >= self.b:
+            raise ValueError(f"truncation bounds need a < b, got a={self.a}, b={self.b}")
+        p_lo, p_hi = self._probabilities()
+        if not f32(p_lo) < f32(p_hi):
+            raise ValueError(
+                f"no probability mass between a={self.a} and b={self.b} for N({self.mean}, "
+                f"{self.std}^2) at float32 resolution")
+        object.__setattr__(self, "stream", check_u64("stream", self.stream))
+
+    kind = TRUNC_NORMAL
+    padding_idx = None
+
+    def _probabilities(self):
+        if self.std == 0:
+            inside = self.a <= self.mean <= self.b
+            return (0.0, 1.0) if inside else (0.0, 0.0)
+        return (normal_cdf((self.a - self.mean) / self.std),
+                normal_cdf((self.b - self.mean) / self.std))
+
+    def params(self):
+        # The CDF bounds are computed here, once, in double precision, so every backend
+        # receives the same float32 values (part of the contract, docs/rng.md).
+        p_lo, p_hi = self._probabilities()
+        return [self.mean, self.std, self.a, self.b, p_lo, p_hi]
+
+
+@dataclass(frozen=True)
+class Constant:
+    """Every element equal to `value` (zeros, ones, biases); draws nothing."""
+
+    value: float = 0.0
+
+    def __post_init__(self):
+        if isinstance(self.value, bool) or not hasattr(self.value, "__float__"):
+            raise TypeError(f"value must be a real number, got {type(self.value).__name__}")
+        object.__setattr__(self, "value", float(self.value))
+
+    kind = CONSTANT
+    padding_idx = None
+    stream = 0
+
+    def params(self):
+        return [self.value, 0.0, 0.0, 0.0, 0.0, 0.0]
+
+
+SPECS = (Normal, Uniform, TruncNormal, Constant)
