@@ -1,0 +1,177 @@
+"""The CPU kernel against the reference, bit for bit: shapes, views, dtypes, distributions,
+seeds, streams, padding rows, kernel variants, thread counts and multi-tensor calls."""
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fusedinit
+from conftest import DTYPES, assert_bitwise_equal, isas
+
+U64 = st.integers(0, 2**64 - 1)
+SPEC = st.one_of(
+    st.builds(fusedinit.Normal, st.floats(-3, 3), st.floats(0, 5), stream=U64),
+    st.builds(fusedinit.Uniform, st.floats(-4, -0.5), st.floats(-0.4, 6), stream=U64),
+    st.builds(fusedinit.TruncNormal, st.floats(-1, 1), st.floats(0.01, 3), st.floats(-3, -1.01),
+              st.floats(1.01, 3), stream=U64),
+    st.builds(fusedinit.Constant, st.floats(-10, 10)),
+)
+
+
+def _reference_of(tensor, spec, seed):
+    expected = torch.empty_like(tensor)
+    fusedinit.init_many_([(expected, spec)], seed=seed, backend="reference")
+    return expected
+
+
+@st.composite
+def views(draw):
+    """A tensor of random shape (0-4 dims), possibly a non-contiguous view of a larger one."""
+    ndim = draw(st.integers(0, 4))
+    shape = draw(st.lists(st.integers(0, 9) if ndim > 2 else st.integers(0, 70), min_size=ndim,
+                          max_size=ndim))
+    dtype = draw(st.sampled_from(DTYPES))
+    kind = draw(st.sampled_from(["contiguous", "transpose", "step", "offset"]))
+    if kind == "transpose" and ndim >= 2:
+        base = torch.empty(*shape[:-2], shape[-1], shape[-2], dtype=dtype)
+        return base.transpose(-1, -2)
+    if kind == "step" and ndim >= 1:
+        base = torch.empty(*shape[:-1], shape[-1] * 2 + 1, dtype=dtype)
+        return base[..., ::2][..., : shape[-1]]
+    if kind == "offset":
+        n = math.prod(shape)
+        return torch.empty(n + 3, dtype=dtype)[3:].view(shape)
+    return torch.empty(shape, dtype=dtype)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tensor=views(), spec=SPEC, seed=U64)
+def test_cpu_equals_reference(tensor, spec, seed):
+    expected = _reference_of(tensor, spec, seed)
+    fusedinit.init_many_([(tensor, spec)], seed=seed, backend="cpu")
+    assert_bitwise_equal(tensor, expected, f"{spec} {tensor.dtype} {tuple(tensor.shape)}")
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 40), cols=st.integers(0, 40), pad=st.integers(-40, 39),
+       dtype=st.sampled_from(DTYPES), seed=U64, transposed=st.booleans())
+def test_padding_row(rows, cols, pad, dtype, seed, transposed):
+    if not -rows <= pad < rows:
+        pad = pad % rows
+    base = torch.empty(cols, rows, dtype=dtype).t() if transposed else torch.empty(rows, cols, dtype=dtype)
+    fusedinit.normal_(base, 0.5, 2.0, padding_idx=pad, seed=seed)
+    plain = fusedinit.normal_(torch.empty(rows, cols, dtype=dtype), 0.5, 2.0, seed=seed)
+    assert (base[pad] == 0).all() and not torch.signbit(base[pad]).any()
+    keep = torch.ones(rows, dtype=torch.bool)
+    keep[pad] = False
+    assert_bitwise_equal(base[keep].contiguous(), plain[keep], "rows other than the padding row")
+    assert_bitwise_equal(base, _reference_of(base, fusedinit.Normal(0.5, 2.0, padding_idx=pad), seed))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("spec", [fusedinit.Normal(0.1, 1.5), fusedinit.Uniform(1.0, 2.0),
+                                  fusedinit.TruncNormal(0.0, 1.0, -1.5, 0.5),
+                                  fusedinit.Normal(0.0, 1.0, padding_idx=7)])
+def test_every_kernel_variant_and_chunk_boundary(dtype, spec, cpu_isa):
+    """Sizes straddling the 1024-element blocks and 65536-element work chunks, odd starts."""
+    shape = (9, 65536 // 8 + 13)
+    seed = 2**63 + 12345
+    expected = _reference_of(torch.empty(shape, dtype=dtype), spec, seed)
+    for isa in isas():
+        cpu_isa(isa)
+        out = fusedinit.init_many_([(torch.empty(shape, dtype=dtype), spec)], seed=seed)[0]
+        assert_bitwise_equal(out, expected, f"variant {isa}")
+        window = torch.empty(shape[0] * shape[1] + 5, dtype=dtype)[5:].view(shape)
+        fusedinit.init_many_([(window, spec)], seed=seed)
+        assert_bitwise_equal(window, expected, f"variant {isa}, storage offset 5")
+
+
+def test_layout_invariance():
+    """The same logical tensor, contiguous or transposed in memory, gets the same values."""
+    a = fusedinit.normal_(torch.empty(300, 200), seed=5)
+    b = fusedinit.normal_(torch.empty(200, 300).t(), seed=5)
+    c = fusedinit.normal_(torch.empty(300, 200).to(memory_format=torch.contiguous_format), seed=5)
+    assert_bitwise_equal(b.contiguous(), a)
+    assert_bitwise_equal(c, a)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_thread_count_invariance(dtype):
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fusedinit.normal_(torch.empty(1 << 20, dtype=dtype), seed=9)
+        torch.set_num_threads(2)
+        two = fusedinit.normal_(torch.empty(1 << 20, dtype=dtype), seed=9)
+    finally:
+        torch.set_num_threads(threads)
+    assert_bitwise_equal(one, two)
+
+
+def test_init_many_is_one_call_with_independent_streams():
+    items = [
+        (torch.empty(1000, 64, dtype=torch.bfloat16), fusedinit.Normal(0, 0.02, padding_idx=0, stream=1)),
+        (torch.empty(64, 64), fusedinit.TruncNormal(0, 0.02, -0.04, 0.04, stream=2)),
+        (torch.empty(64), fusedinit.Constant(0.0)),
+        (torch.empty(64, dtype=torch.float16), fusedinit.Constant(1.0)),
+        (torch.empty(17, 3, dtype=torch.float64), fusedinit.Uniform(-0.1, 0.1, stream=3)),
+        (torch.empty(0, 5), fusedinit.Normal()),
+    ]
+    calls = []
+    real = torch.ops.fusedinit.init_
+
+    class Spy:
+        def __call__(self, *args):
+            calls.append(len(args[0]))
+            return real(*args)
+
+    import fusedinit._ops as ops
+    original = ops.torch.ops.fusedinit
+    try:
+        ops.torch.ops.fusedinit = type("NS", (), {"init_": Spy()})()
+        fusedinit.init_many_(items, seed=77)
+    finally:
+        ops.torch.ops.fusedinit = original
+    assert calls == [5], "one op call for all non-empty tensors of the device"
+    for tensor, spec in items:
+        assert_bitwise_equal(tensor, _reference_of(tensor, spec, 77), str(spec))
+    # The same spec alone, in another list position, gives the same tensor.
+    alone = fusedinit.init_many_([(torch.empty(64, 64), items[1][1])], seed=77)[0]
+    assert_bitwise_equal(alone, items[1][0])
+
+
+def test_seed_resolution_is_reproducible():
+    torch.manual_seed(123)
+    a = fusedinit.normal_(torch.empty(100))
+    b = fusedinit.normal_(torch.empty(100))
+    torch.manual_seed(123)
+    assert_bitwise_equal(fusedinit.normal_(torch.empty(100)), a)
+    assert_bitwise_equal(fusedinit.normal_(torch.empty(100)), b)
+    assert not torch.equal(a, b)
+    g = torch.Generator().manual_seed(5)
+    c = fusedinit.uniform_(torch.empty(10), generator=g)
+    assert_bitwise_equal(fusedinit.uniform_(torch.empty(10), generator=torch.Generator().manual_seed(5)), c)
+
+
+def test_streams_and_seeds_differ():
+    base = fusedinit.normal_(torch.empty(64), seed=1, stream=0)
+    assert not torch.equal(base, fusedinit.normal_(torch.empty(64), seed=1, stream=1))
+    assert not torch.equal(base, fusedinit.normal_(torch.empty(64), seed=2, stream=0))
+    assert not torch.equal(base, fusedinit.normal_(torch.empty(64), seed=1 << 32, stream=0))
+    assert not torch.equal(base, fusedinit.normal_(torch.empty(64), seed=1, stream=1 << 32))
+
+
+def test_meta_and_empty_tensors():
+    meta = torch.empty(3, 4, device="meta")
+    assert fusedinit.normal_(meta, seed=1) is meta
+    empty = torch.empty(0, 7, dtype=torch.bfloat16)
+    assert fusedinit.trunc_normal_(empty, seed=1) is empty
+
+
+def test_requires_grad_parameter():
+    p = torch.nn.Parameter(torch.empty(10, 10))
+    out = fusedinit.normal_(p, seed=3)
+    assert out is p and p.requires_grad and p.grad is None
+    assert_bitwise_equal(p.detach(), fusedinit.normal_(torch.empty(10, 10), seed=3))

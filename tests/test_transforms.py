@@ -1,0 +1,118 @@
+"""Words -> values at the extremes: every transform stays finite, inside its range, and the
+kernel equals the reference there; the quantile table's accuracy matches what docs/rng.md says."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import ndtri
+
+import fusedinit
+from fusedinit import _normal_table, reference
+from fusedinit._kinds import NORMAL, TRUNC_NORMAL, UNIFORM
+from fusedinit.specs import TruncNormal
+from conftest import assert_bitwise_equal, isas
+
+EXTREME_WORDS = sorted({0, 1, 2, 3, 0xFF, 0x100, 0x1FF, 0x200, 0x7FFFFF, 0x800000, 0xFFFFFF,
+                        2**31 - 2, 2**31 - 1, 2**31, 2**31 + 1, 2**32 - 2, 2**32 - 1,
+                        *[1 << k for k in range(32)], *[(1 << k) - 1 for k in range(1, 33)],
+                        *[(1 << 31) | (1 << k) for k in range(31)]})
+CASES = [
+    (NORMAL, [0.0, 1.0, 0, 0, 0, 0]),
+    (NORMAL, [-3.0, 1e-3, 0, 0, 0, 0]),
+    (UNIFORM, [0.0, 1.0, 0, 0, 0, 0]),
+    (UNIFORM, [-2.5, 7.0, 0, 0, 0, 0]),
+    (TRUNC_NORMAL, TruncNormal(0.0, 1.0, -2.0, 2.0).params()),
+    (TRUNC_NORMAL, TruncNormal(0.0, 0.02, -2.0, 2.0).params()),
+    (TRUNC_NORMAL, TruncNormal(1.0, 1.0, 3.0, 9.0).params()),
+    (TRUNC_NORMAL, TruncNormal(0.0, 1.0, -9.0, -4.0).params()),
+]
+
+
+@pytest.mark.parametrize("kind,params", CASES)
+def test_extreme_words_all_variants(kind, params, cpu_isa):
+    words = torch.tensor(EXTREME_WORDS, dtype=torch.int64)
+    expected = reference.values_from_words(words, kind, params)
+    assert torch.isfinite(expected).all()
+    for isa in isas():
+        cpu_isa(isa)
+        got = torch.ops.fusedinit.transform_words(words, kind, params)
+        assert_bitwise_equal(got, expected, isa)
+
+
+def test_uniform_range_at_extremes():
+    words = torch.tensor(EXTREME_WORDS, dtype=torch.int64)
+    u = reference.uniform_closed_open(words)
+    assert u.min() == 0.0 and u.max() == 1.0 - 2.0**-24
+    o = reference.uniform_open(words)
+    assert o.min() == 2.0**-24 and o.max() == 1.0 - 2.0**-24
+
+
+def test_normal_tails_reach_beyond_six():
+    words = torch.tensor([0, 2**31, 2**32 - 1, 2**31 - 1], dtype=torch.int64)
+    z = torch.ops.fusedinit.transform_words(words, NORMAL, [0.0, 1.0, 0, 0, 0, 0])
+    # word 0: q = 2^-32 (the rarest); word 2^31 - 1: q just below 1 (z close to 0).
+    assert z[0] == -z[1] and z[0] > 6.2
+    assert abs(z[3]) < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("b", [1.0, 2.0, -1.0, 0.1, 3.0])
+def test_uniform_upper_bound_excluded_after_rounding(dtype, b):
+    a = b - 1.0 if b != 0.1 else 0.0
+    t = fusedinit.uniform_(torch.empty(1 << 18, dtype=dtype), a, b, seed=4)
+    assert (t.float() < b).all() and (t.float() >= a - abs(a) * 2**-7).all()
+    t32 = fusedinit.uniform_(torch.empty(1 << 18), a, b, seed=4)
+    assert (t32 < torch.tensor(b, dtype=torch.float32)).all()
+
+
+def test_float16_subnormal_and_overflow_rounding():
+    """Values crossing float16's subnormal range and its overflow threshold round as torch does."""
+    for spec in (fusedinit.Normal(0.0, 1e-6), fusedinit.Normal(65504.0, 30.0),
+                 fusedinit.Normal(-65504.0, 30.0), fusedinit.Uniform(-7e-8, 7e-8)):
+        t = fusedinit.init_many_([(torch.empty(1 << 16, dtype=torch.float16), spec)], seed=8)[0]
+        values = fusedinit.init_many_([(torch.empty(1 << 16), spec)], seed=8)[0]
+        assert_bitwise_equal(t, values.to(torch.float16), str(spec))
+        tb = fusedinit.init_many_([(torch.empty(1 << 16, dtype=torch.bfloat16), spec)], seed=8)[0]
+        assert_bitwise_equal(tb, values.to(torch.bfloat16), str(spec))
+
+
+def test_float64_is_widened_float32():
+    for spec in (fusedinit.Normal(0.3, 2.0), fusedinit.TruncNormal(0, 1, -1, 1)):
+        t64 = fusedinit.init_many_([(torch.empty(4096, dtype=torch.float64), spec)], seed=3)[0]
+        t32 = fusedinit.init_many_([(torch.empty(4096), spec)], seed=3)[0]
+        assert_bitwise_equal(t64, t32.double())
+
+
+def test_quantile_table_accuracy():
+    """Dense sample of every table row against scipy's exact quantile (docs: max error)."""
+    worst = 0.0
+    for octave in range(32):
+        step = 1 << max(0, 23 - octave) if octave <= 20 else 97
+        mant = torch.arange(0, 1 << 23, step, dtype=torch.int64)
+        z = reference.half_normal_quantile(torch.full_like(mant, octave), mant).double().numpy()
+        t = 1.0 + mant.numpy() / 2.0**23
+        exact = -ndtri(t * 2.0 ** (octave - 32) / 2.0)
+        worst = max(worst, float(np.abs(z - exact).max()))
+    assert worst <= _normal_table.MAX_ABS_ERROR * 1.05
+    assert worst < 6e-7
+
+
+def test_truncated_normal_bounds_are_respected():
+    for spec in (TruncNormal(0.0, 1.0, -0.5, 0.25), TruncNormal(5.0, 1.0, -1.0, 1.0),
+                 TruncNormal(0.0, 0.02, -2.0, 2.0), TruncNormal(0.0, 0.0, -1.0, 1.0)):
+        t = fusedinit.init_many_([(torch.empty(1 << 18), spec)], seed=2)[0]
+        assert torch.isfinite(t).all() and t.min() >= spec.a and t.max() <= spec.b, spec
+
+
+def test_table_mirror_matches_header():
+    """The Python mirror of the table equals the header the kernels compile."""
+    import pathlib
+    import re
+    header = pathlib.Path(__file__).resolve().parents[1] / "csrc/fusedinit/normal_table.h"
+    if not header.exists():
+        pytest.skip("source tree not available")
+    floats = [float.fromhex(x) for x in re.findall(r"(-?0x[0-9a-f.]+p[-+]\d+)f", header.read_text())]
+    mirror = [float(v) for row in _normal_table.COEFFS
+              for v in reference.f32_from_bits(torch.tensor(row, dtype=torch.int64)).tolist()]
+    assert floats == mirror and not any(math.isnan(f) for f in floats)
