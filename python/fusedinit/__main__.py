@@ -1,0 +1,19 @@
+"""Command line: `python -m fusedinit bench [options]`."""
+import argparse
+import sys
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m fusedinit")
+    parser.add_argument("command", choices=["bench"], help="bench: fusedinit vs torch (the main job)")
+    args, rest = parser.parse_known_args(argv[:1])
+    if args.command == "bench":
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

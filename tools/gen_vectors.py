@@ -1,0 +1,54 @@
+"""Regenerate docs/rng_vectors.json (the contract's test vectors) from the reference.
+Run after any change to the stream; tests/test_vectors.py checks every backend against it
+and that docs/rng.md shows the same numbers."""
+import json
+import pathlib
+import sys
+
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "python"))
+from fusedinit import reference  # noqa: E402
+from fusedinit.specs import TruncNormal  # noqa: E402
+
+CASES = [
+    dict(name="normal(0,1) float32", kind=0, params=[0.0, 1.0, 0, 0, 0, 0], dtype="float32"),
+    dict(name="normal(0,0.02) bfloat16", kind=0, params=[0.0, 0.02, 0, 0, 0, 0], dtype="bfloat16"),
+    dict(name="uniform[-1,1) float32", kind=1, params=[-1.0, 1.0, 0, 0, 0, 0], dtype="float32"),
+    dict(name="uniform[0,1) float16", kind=1, params=[0.0, 1.0, 0, 0, 0, 0], dtype="float16"),
+    dict(name="trunc_normal(0,1,-2,2) float32", kind=2, params=TruncNormal(0, 1, -2, 2).params(),
+         dtype="float32"),
+]
+KEYS = [(0, 0), (0x0123456789ABCDEF, 0xFEDCBA9876543210), (2**64 - 1, 2**64 - 1)]
+INDICES = [0, 1, 2, 3, 4, 5, 2**31 + 1, 2**40 + 3]
+
+
+def main():
+    out = []
+    for seed, stream in KEYS:
+        idx = torch.tensor(INDICES, dtype=torch.int64)
+        words = reference.stream_words(idx, seed, stream).tolist()
+        entry = dict(seed=f"0x{seed:016x}", stream=f"0x{stream:016x}", indices=INDICES,
+                     words=[f"{w:08x}" for w in words], values={})
+        for case in CASES:
+            dtype = getattr(torch, case["dtype"])
+            v = reference.values_at(idx, kind=case["kind"], params=case["params"], seed=seed,
+                                    stream=stream, dtype=dtype)
+            width = v.element_size() * 2
+            raw = v.view({2: torch.int16, 4: torch.int32}[v.element_size()]).to(torch.int64)
+            raw = raw & ((1 << (8 * v.element_size())) - 1)
+            entry["values"][case["name"]] = dict(kind=case["kind"], params=case["params"],
+                                                 dtype=case["dtype"],
+                                                 bits=[f"{int(b):0{width}x}" for b in raw],
+                                                 decimal=[float(x) for x in v.float()])
+        out.append(entry)
+    (ROOT / "docs/rng_vectors.json").write_text(json.dumps(out, indent=1) + "\n")
+    for e in out:
+        print(f"seed {e['seed']} stream {e['stream']}: words " + " ".join(e["words"]))
+        for name, val in e["values"].items():
+            print(f"  {name}: " + " ".join(val["bits"]))
+
+
+if __name__ == "__main__":
+    main()
