@@ -1,8 +1,14 @@
 // The portable kernels compiled for AVX2 so the compiler vectorizes their loops; selected at
 // run time only on CPUs that report AVX2.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// Library headers come before the target pragma: an inline function of theirs compiled for a
+// wider ISA here could otherwise be the copy the linker keeps for every caller.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
 #pragma GCC push_options
-#pragma GCC target("avx2,bmi,bmi2,lzcnt,popcnt")
+#pragma GCC target("avx2,bmi,bmi2,popcnt")
 #define FI_VARIANT avx2
 #include "kernels_portable.h"
 #pragma GCC pop_options

@@ -1,10 +1,15 @@
-// AVX-512 block kernels: 16 Philox counters per vector, the quantile table held in registers
-// (permutes instead of gathers), conversion and store in the same pass. Same operations, same
-// order as rng_math.h, so the bits equal the portable kernels'.
+// AVX-512 block kernels: Philox on 8 counters per vector (one uint32 per 64-bit lane), the
+// quantile table held in registers (permutes, not gathers), conversion and store in one pass.
+// Same operations in the same order as rng_math.h, so the bits equal the portable kernels.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// Library headers come before the target pragma: an inline function of theirs compiled for a
+// wider ISA here could otherwise be the copy the linker keeps for every caller.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512cd,avx512bw,avx512dq,avx512vl,f16c,bmi,bmi2,lzcnt,popcnt")
-#include <immintrin.h>
 
 #include "block_kernels.h"
 
