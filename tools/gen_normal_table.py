@@ -73,9 +73,15 @@ namespace fusedinit {{
 constexpr int kNormalTableRows = {OCTAVES * SEGMENTS};
 constexpr int kNormalTableDegree = {DEGREE};
 
-FI_TABLE_STORAGE float kNormalTable[kNormalTableDegree + 1][kNormalTableRows] = {{
-""" + ",\n".join(cols) + """
-};
+// The data once, as a macro, so the host table and nvcc's __constant__ copy are one source.
+#define FI_NORMAL_TABLE_DATA {{ \\
+""" + ", \\\n".join(cols) + """ \\
+}
+
+FI_TABLE_STORAGE float kNormalTable[kNormalTableDegree + 1][kNormalTableRows] = FI_NORMAL_TABLE_DATA;
+#if defined(__CUDACC__)
+__constant__ float kNormalTableDevice[kNormalTableDegree + 1][kNormalTableRows] = FI_NORMAL_TABLE_DATA;
+#endif
 
 }  // namespace fusedinit
 """

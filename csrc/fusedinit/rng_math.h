@@ -148,15 +148,23 @@ FI_HD float uniform_open(uint32_t w) {
 // ---- half-normal quantile ---------------------------------------------------------
 // z = Phi^-1(1 - q/2) for q = t * 2^(octave - 32), t = 1.mant23 (binary), from the
 // piecewise degree-5 table (max abs error documented in normal_table.h).
+FI_HD float normal_coefficient(int k, uint32_t row) {
+#if defined(__CUDA_ARCH__)
+  return kNormalTableDevice[k][row];
+#else
+  return kNormalTable[k][row];
+#endif
+}
+
 FI_HD float half_normal_quantile(uint32_t octave, uint32_t mant23) {
   const uint32_t row = octave * 2 + (mant23 >> 22);
   const float s = sub_rn(bits_to_float(0x3f800000u | mant23), 1.5f);
-  float r = kNormalTable[5][row];
-  r = add_rn(mul_rn(r, s), kNormalTable[4][row]);
-  r = add_rn(mul_rn(r, s), kNormalTable[3][row]);
-  r = add_rn(mul_rn(r, s), kNormalTable[2][row]);
-  r = add_rn(mul_rn(r, s), kNormalTable[1][row]);
-  r = add_rn(mul_rn(r, s), kNormalTable[0][row]);
+  float r = normal_coefficient(5, row);
+  r = add_rn(mul_rn(r, s), normal_coefficient(4, row));
+  r = add_rn(mul_rn(r, s), normal_coefficient(3, row));
+  r = add_rn(mul_rn(r, s), normal_coefficient(2, row));
+  r = add_rn(mul_rn(r, s), normal_coefficient(1, row));
+  r = add_rn(mul_rn(r, s), normal_coefficient(0, row));
   return r;
 }
 
