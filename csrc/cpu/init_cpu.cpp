@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/MemoryOverlap.h>
 #include <ATen/ops/empty.h>
+#include <c10/util/SmallVector.h>
 #include <c10/util/irange.h>
 #include <torch/library.h>
 
@@ -50,7 +51,7 @@ struct WorkItem {
 // Strided store of values for logical indices [first, first + n).
 void store_strided(const Target& t, const Job& job, const float* values, int64_t first, int64_t n) {
   const int64_t dims = static_cast<int64_t>(t.sizes.size());
-  std::vector<int64_t> idx(dims);
+  c10::SmallVector<int64_t, 8> idx(dims);  // no heap allocation for tensors up to 8-D
   int64_t rem = first, offset = 0;
   for (int64_t d = dims - 1; d >= 0; --d) {
     idx[d] = rem % t.sizes[d];

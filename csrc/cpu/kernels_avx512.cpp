@@ -272,12 +272,10 @@ inline void store16(const Job& job, bool finish, __m512 v, DType dtype, char* ds
 
 void fill(const Job& job, uint64_t seed, uint64_t first, int64_t n, DType dtype, void* dst) {
   alignas(64) uint32_t words[kBlock];
-  alignas(64) float constant[16];
   const Table& t = table();
   const bool finish = uniform_needs_finish(job);
   const int64_t esize = dtype_size(dtype);
   char* out = static_cast<char*>(dst);
-  for (int i = 0; i < 16; ++i) constant[i] = job.p[0];
   for (int64_t done = 0; done < n; done += kBlock) {
     const int64_t m = n - done < kBlock ? n - done : kBlock;
     if (job.kind != kConstant) words_block(seed, job.stream, first + done, m, words);
@@ -285,7 +283,7 @@ void fill(const Job& job, uint64_t seed, uint64_t first, int64_t n, DType dtype,
       const int64_t lanes = m - k < 16 ? m - k : 16;
       const __mmask16 mask = static_cast<__mmask16>(lanes == 16 ? 0xFFFFu : (1u << lanes) - 1u);
       const __m512 v = job.kind == kConstant
-                           ? _mm512_load_ps(constant)
+                           ? _mm512_set1_ps(job.p[0])
                            : value16(job, t, _mm512_maskz_loadu_epi32(mask, words + k));
       store16(job, finish, v, dtype, out + (done + k) * esize, mask);
     }
