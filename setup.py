@@ -4,7 +4,8 @@ import os
 import sys
 
 from setuptools import find_packages, setup
-from torch.utils.cpp_extension import BuildExtension, CppExtension
+import torch
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -22,17 +23,35 @@ def openmp_flags():
     return ["-fopenmp"] if sys.platform.startswith("linux") else []
 
 
+# Host code shared with the CUDA launcher, always built: the emulated CUDA grid runs on CPU.
+HOST_SOURCES = ["csrc/cuda/launch_plan.cpp", "csrc/cuda/emulate.cpp"]
+CUDA_SOURCES = ["csrc/cuda/init_cuda.cpp", "csrc/cuda/init_kernel.cu"]
+
+# sm_80 and sm_90 SASS plus sm_90 PTX for newer GPUs. Contraction off (--fmad=false) and no
+# fast math: every float op of the contract must round exactly as written.
+NVCC_FLAGS = ["-O3", "--fmad=false", "-Xptxas=-v" if os.environ.get("FUSEDINIT_PTXAS_VERBOSE") else "",
+              "-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90",
+              "-gencode=arch=compute_90,code=compute_90"]
+
+
+def build_cuda() -> bool:
+    """CUDA kernels when torch was built with CUDA and a toolkit is found (FUSEDINIT_NO_CUDA=1
+    skips them); a GPU is not needed to build."""
+    if os.environ.get("FUSEDINIT_NO_CUDA"):
+        return False
+    return torch.version.cuda is not None and CUDA_HOME is not None
+
+
 def extensions():
-    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
-    return [
-        CppExtension(
-            "fusedinit._C",
-            sources,
-            include_dirs=[os.path.join(ROOT, "csrc")],
-            extra_compile_args={"cxx": cxx_flags()},
-            extra_link_args=openmp_flags(),
-        )
-    ]
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp")) + HOST_SOURCES
+    common = dict(include_dirs=[os.path.join(ROOT, "csrc")], extra_link_args=openmp_flags())
+    if build_cuda():
+        return [CUDAExtension("fusedinit._C", sources + CUDA_SOURCES,
+                              extra_compile_args={"cxx": cxx_flags(),
+                                                  "nvcc": [f for f in NVCC_FLAGS if f]},
+                              **common)]
+    return [CppExtension("fusedinit._C", sources, extra_compile_args={"cxx": cxx_flags()},
+                         **common)]
 
 
 setup(

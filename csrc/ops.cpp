@@ -30,6 +30,11 @@ TORCH_LIBRARY(fusedinit, m) {
   m.def("philox4x32_10(Tensor counters, Tensor keys) -> Tensor");
   // float32 values (before rounding to a dtype) of the given 32-bit words.
   m.def("transform_words(Tensor words, int kind, float[] params) -> Tensor");
+  // The CUDA kernel's thread body run on the host over an emulated grid (CPU tensors): how
+  // tests check the CUDA code path without a GPU.
+  m.def(
+      "emulate_cuda_init_(Tensor(a!)[] tensors, int[] kinds, float[] params, int[] streams, "
+      "int[] padding_rows, int seed, int grid, int block) -> ()");
   m.def("cpu_isa() -> str", &cpu_isa);
   m.def("set_cpu_isa(str name) -> str", &set_cpu_isa);
 }

@@ -1,7 +1,5 @@
 """The CPU kernel against the reference, bit for bit: shapes, views, dtypes, distributions,
 seeds, streams, padding rows, kernel variants, thread counts and multi-tensor calls."""
-import math
-
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -9,41 +7,7 @@ from hypothesis import strategies as st
 
 import fusedinit
 from conftest import DTYPES, assert_bitwise_equal, isas
-
-U64 = st.integers(0, 2**64 - 1)
-SPEC = st.one_of(
-    st.builds(fusedinit.Normal, st.floats(-3, 3), st.floats(0, 5), stream=U64),
-    st.builds(fusedinit.Uniform, st.floats(-4, -0.5), st.floats(-0.4, 6), stream=U64),
-    st.builds(fusedinit.TruncNormal, st.floats(-1, 1), st.floats(0.01, 3), st.floats(-3, -1.01),
-              st.floats(1.01, 3), stream=U64),
-    st.builds(fusedinit.Constant, st.floats(-10, 10)),
-)
-
-
-def _reference_of(tensor, spec, seed):
-    expected = torch.empty_like(tensor)
-    fusedinit.init_many_([(expected, spec)], seed=seed, backend="reference")
-    return expected
-
-
-@st.composite
-def views(draw):
-    """A tensor of random shape (0-4 dims), possibly a non-contiguous view of a larger one."""
-    ndim = draw(st.integers(0, 4))
-    shape = draw(st.lists(st.integers(0, 9) if ndim > 2 else st.integers(0, 70), min_size=ndim,
-                          max_size=ndim))
-    dtype = draw(st.sampled_from(DTYPES))
-    kind = draw(st.sampled_from(["contiguous", "transpose", "step", "offset"]))
-    if kind == "transpose" and ndim >= 2:
-        base = torch.empty(*shape[:-2], shape[-1], shape[-2], dtype=dtype)
-        return base.transpose(-1, -2)
-    if kind == "step" and ndim >= 1:
-        base = torch.empty(*shape[:-1], shape[-1] * 2 + 1, dtype=dtype)
-        return base[..., ::2][..., : shape[-1]]
-    if kind == "offset":
-        n = math.prod(shape)
-        return torch.empty(n + 3, dtype=dtype)[3:].view(shape)
-    return torch.empty(shape, dtype=dtype)
+from strategies import SPEC, U64, reference_of as _reference_of, views
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -44,18 +44,6 @@ const BlockKernels& active_kernels();
 // and on variants the CPU cannot run.
 const char* set_isa(const char* name);
 
-// Uniform's half-open bound, applied after rounding to the destination format: a value that
-// rounded up to b or beyond becomes the next value below it (only when a < b).
-static inline uint32_t finish_uniform_f32_bits(uint32_t bits, float b) {
-  return bits_to_float(bits) >= b ? next_down_bits(bits, 0x80000000u) : bits;
-}
-static inline uint16_t finish_uniform_bf16(uint16_t h, float b) {
-  return bf16_bits_to_float(h) >= b ? static_cast<uint16_t>(next_down_bits(h, 0x8000u)) : h;
-}
-static inline uint16_t finish_uniform_fp16(uint16_t h, float b) {
-  return fp16_bits_to_float(h) >= b ? static_cast<uint16_t>(next_down_bits(h, 0x8000u)) : h;
-}
-
 static inline bool uniform_needs_finish(const Job& job) {
   return job.kind == kUniform && job.p[0] < job.p[1];
 }

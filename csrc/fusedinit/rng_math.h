@@ -13,8 +13,10 @@
 // built for AVX-512 must never be the one an older CPU links to.
 #if defined(__CUDACC__)
 #define FI_HD static __host__ __device__ __forceinline__
+#define FI_HD_MEMBER __host__ __device__ __forceinline__
 #else
 #define FI_HD static inline
+#define FI_HD_MEMBER inline
 #endif
 
 #ifndef FI_TABLE_STORAGE
@@ -156,39 +158,82 @@ FI_HD float normal_coefficient(int k, uint32_t row) {
 #endif
 }
 
-FI_HD float half_normal_quantile(uint32_t octave, uint32_t mant23) {
-  const uint32_t row = octave * 2 + (mant23 >> 22);
-  const float s = sub_rn(bits_to_float(0x3f800000u | mant23), 1.5f);
-  float r = normal_coefficient(5, row);
-  r = add_rn(mul_rn(r, s), normal_coefficient(4, row));
-  r = add_rn(mul_rn(r, s), normal_coefficient(3, row));
-  r = add_rn(mul_rn(r, s), normal_coefficient(2, row));
-  r = add_rn(mul_rn(r, s), normal_coefficient(1, row));
-  r = add_rn(mul_rn(r, s), normal_coefficient(0, row));
+// Where the quantile reads its coefficients: by default the table in normal_table.h; the CUDA
+// kernel passes its shared-memory copy. Only where the numbers come from changes.
+struct GlobalTable {
+  FI_HD_MEMBER void row(uint32_t r, float c[6]) const {
+    for (int k = 0; k < 6; ++k) c[k] = normal_coefficient(k, r);
+  }
+};
+
+// The quantile in three steps so a kernel can fetch the coefficients its own way (the CUDA
+// kernel reads a row-major copy in shared memory): the row and the offset s of the
+// argument, then Horner's rule in float32 mul/add (no fma).
+struct QuantileArg {
+  uint32_t row;
+  float s;
+};
+
+FI_HD QuantileArg quantile_arg(uint32_t octave, uint32_t mant23) {
+  return QuantileArg{octave * 2 + (mant23 >> 22), sub_rn(bits_to_float(0x3f800000u | mant23), 1.5f)};
+}
+
+FI_HD float quantile_poly(float s, float c0, float c1, float c2, float c3, float c4, float c5) {
+  float r = c5;
+  r = add_rn(mul_rn(r, s), c4);
+  r = add_rn(mul_rn(r, s), c3);
+  r = add_rn(mul_rn(r, s), c2);
+  r = add_rn(mul_rn(r, s), c1);
+  r = add_rn(mul_rn(r, s), c0);
   return r;
+}
+
+template <class Table = GlobalTable>
+FI_HD float half_normal_quantile(uint32_t octave, uint32_t mant23, const Table& table = Table()) {
+  const QuantileArg q = quantile_arg(octave, mant23);
+  float c[6];
+  table.row(q.row, c);
+  return quantile_poly(q.s, c[0], c[1], c[2], c[3], c[4], c[5]);
+}
+
+// A word's octave and 23 mantissa bits of k = 2b + 1 (b = the low 31 bits): q = k / 2^32.
+struct NormalWord {
+  uint32_t octave;
+  uint32_t mant23;
+};
+
+FI_HD NormalWord normal_word(uint32_t w) {
+  const uint32_t k = (w << 1) | 1u;
+  const int lz = clz32(k);
+  return NormalWord{static_cast<uint32_t>(31 - lz), ((k << lz) >> 8) & 0x7fffffu};
+}
+
+// The top bit of the word is the sign of the normal.
+FI_HD float apply_sign(float magnitude, uint32_t w) {
+  return bits_to_float(float_to_bits(magnitude) ^ (w & 0x80000000u));
 }
 
 // Standard normal from one word: the top bit is the sign, the other 31 bits b give the
 // two-sided tail probability q = (2b + 1) / 2^32, so |z| reaches 6.23 and never diverges.
-FI_HD float standard_normal(uint32_t w) {
-  const uint32_t k = (w << 1) | 1u;
-  const int lz = clz32(k);
-  const uint32_t mant23 = ((k << lz) >> 8) & 0x7fffffu;
-  const float r = half_normal_quantile(static_cast<uint32_t>(31 - lz), mant23);
-  return bits_to_float(float_to_bits(r) ^ (w & 0x80000000u));
+template <class Table = GlobalTable>
+FI_HD float standard_normal(uint32_t w, const Table& table = Table()) {
+  const NormalWord n = normal_word(w);
+  return apply_sign(half_normal_quantile(n.octave, n.mant23, table), w);
 }
 
 // Half-normal quantile of a float q, clamped to [2^-32, 1 - 2^-24].
-FI_HD float half_normal_quantile_of(float q) {
+template <class Table = GlobalTable>
+FI_HD float half_normal_quantile_of(float q, const Table& table = Table()) {
   q = q < 0x1p-32f ? 0x1p-32f : q;
   q = q > 0x1.fffffep-1f ? 0x1.fffffep-1f : q;
   const uint32_t b = float_to_bits(q);
-  return half_normal_quantile((b >> 23) - 95u, b & 0x7fffffu);  // octave = exponent + 32
+  return half_normal_quantile((b >> 23) - 95u, b & 0x7fffffu, table);  // octave = exponent + 32
 }
 
 // ---- distributions (float32 values, before rounding to the destination) ----------
-FI_HD float normal_value(uint32_t w, float mean, float std) {
-  return add_rn(mean, mul_rn(std, standard_normal(w)));
+template <class Table = GlobalTable>
+FI_HD float normal_value(uint32_t w, float mean, float std, const Table& table = Table()) {
+  return add_rn(mean, mul_rn(std, standard_normal(w, table)));
 }
 
 FI_HD float uniform_value(uint32_t w, float a, float b) {
@@ -197,12 +242,13 @@ FI_HD float uniform_value(uint32_t w, float a, float b) {
 
 // Inverse-CDF truncated normal: p uniform in [p_lo, p_hi], mapped through the quantile
 // by its nearer tail so both tails keep their resolution, then clamped to [a, b].
+template <class Table = GlobalTable>
 FI_HD float trunc_normal_value(uint32_t w, float mean, float std, float a, float b, float p_lo,
-                               float p_hi) {
+                               float p_hi, const Table& table = Table()) {
   const float p = add_rn(p_lo, mul_rn(sub_rn(p_hi, p_lo), uniform_open(w)));
   const bool lower = p < 0.5f;
   const float tail = lower ? p : sub_rn(1.0f, p);  // exact (Sterbenz) for p >= 0.5
-  float z = half_normal_quantile_of(add_rn(tail, tail));
+  float z = half_normal_quantile_of(add_rn(tail, tail), table);
   z = lower ? -z : z;
   float v = add_rn(mean, mul_rn(std, z));
   v = v < a ? a : v;
@@ -253,6 +299,20 @@ FI_HD uint32_t next_down_bits(uint32_t bits, uint32_t sign_bit) {
   const uint32_t magnitude = bits & (sign_bit - 1u);
   if (magnitude == 0) return sign_bit | 1u;         // +-0 -> -smallest subnormal
   return (bits & sign_bit) ? bits + 1u : bits - 1u;  // away from / toward zero
+}
+
+// Uniform's half-open bound, applied after rounding to the destination format: a value that
+// rounded up to b or beyond becomes the next value below it (only when a < b).
+FI_HD uint32_t finish_uniform_f32_bits(uint32_t bits, float b) {
+  return bits_to_float(bits) >= b ? next_down_bits(bits, 0x80000000u) : bits;
+}
+
+FI_HD uint16_t finish_uniform_bf16(uint16_t h, float b) {
+  return bf16_bits_to_float(h) >= b ? static_cast<uint16_t>(next_down_bits(h, 0x8000u)) : h;
+}
+
+FI_HD uint16_t finish_uniform_fp16(uint16_t h, float b) {
+  return fp16_bits_to_float(h) >= b ? static_cast<uint16_t>(next_down_bits(h, 0x8000u)) : h;
 }
 
 }  // namespace fusedinit

@@ -1,0 +1,296 @@
+// The code each CUDA thread runs, as a __host__ __device__ function of (block, grid, thread,
+// block size) and the launch arguments. init_kernel.cu wraps it in a __global__; emulate.cpp
+// runs it on the host over an emulated grid, which is how CI (no GPU) tests this code path.
+#pragma once
+
+#include "fusedinit/rng_math.h"
+#include "launch_layout.h"
+
+#if defined(__CUDA_ARCH__)
+#include <cuda_fp16.h>
+#include <vector_types.h>
+#endif
+
+namespace fusedinit {
+namespace gpu {
+
+// Entry i of the row-major normal table (64 rows of kTableStride floats, zero padded) that
+// each block copies into shared memory: one 16-byte and one 8-byte load fetch a row.
+FI_HD float table_entry(int i) {
+  const int k = i % kTableStride;
+  return k <= kNormalTableDegree ? normal_coefficient(k, static_cast<uint32_t>(i / kTableStride))
+                                 : 0.0f;
+}
+
+struct RowTable {
+  const float* rows;
+  FI_HD_MEMBER void row(uint32_t r, float c[6]) const {
+#if defined(__CUDA_ARCH__)
+    const float4 a = reinterpret_cast<const float4*>(rows)[r * 2];
+    const float2 b = reinterpret_cast<const float2*>(rows)[r * 4 + 2];
+    c[0] = a.x, c[1] = a.y, c[2] = a.z, c[3] = a.w, c[4] = b.x, c[5] = b.y;
+#else
+    for (int k = 0; k < 6; ++k) c[k] = rows[r * kTableStride + k];
+#endif
+  }
+};
+
+// ---- stores ----------------------------------------------------------------------------
+template <Store S> struct StoreTraits;
+template <> struct StoreTraits<Store::kFloat32> { static constexpr int kSize = 4, kUnit = 4; };
+template <> struct StoreTraits<Store::kFloat64> { static constexpr int kSize = 8, kUnit = 4; };
+template <> struct StoreTraits<Store::kBFloat16> { static constexpr int kSize = 2, kUnit = 8; };
+template <> struct StoreTraits<Store::kFloat16> { static constexpr int kSize = 2, kUnit = 8; };
+
+// Two values rounded to nearest even and packed (lo in the low half). On the device one
+// cvt.rn.{bf16,f16}x2.f32 does both (same rounding, subnormals kept: no .ftz).
+FI_HD uint32_t pack_bf16x2(float lo, float hi) {
+#if defined(__CUDA_ARCH__)
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+#else
+  return static_cast<uint32_t>(float_to_bf16_bits(lo)) |
+         static_cast<uint32_t>(float_to_bf16_bits(hi)) << 16;
+#endif
+}
+
+FI_HD uint32_t pack_fp16x2(float lo, float hi) {
+#if defined(__CUDA_ARCH__)
+  uint32_t r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+#else
+  return static_cast<uint32_t>(float_to_fp16_bits(lo)) |
+         static_cast<uint32_t>(float_to_fp16_bits(hi)) << 16;
+#endif
+}
+
+FI_HD void store16(char* dst, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<uint4*>(dst) = make_uint4(a, b, c, d);
+#else
+  const uint32_t w[4] = {a, b, c, d};
+  std::memcpy(dst, w, sizeof w);
+#endif
+}
+
+FI_HD uint32_t f64_lo(float v) {
+  double d = static_cast<double>(v);
+  uint64_t b;
+  std::memcpy(&b, &d, sizeof b);
+  return static_cast<uint32_t>(b);
+}
+
+FI_HD uint32_t f64_hi(float v) {
+  double d = static_cast<double>(v);
+  uint64_t b;
+  std::memcpy(&b, &d, sizeof b);
+  return static_cast<uint32_t>(b >> 32);
+}
+
+// kUnit values to a 16-byte aligned address (32 bytes for float64).
+template <Store S>
+FI_HD void store_unit(char* dst, const float* v) {
+  if constexpr (S == Store::kFloat32) {
+    store16(dst, float_to_bits(v[0]), float_to_bits(v[1]), float_to_bits(v[2]),
+            float_to_bits(v[3]));
+  } else if constexpr (S == Store::kFloat64) {
+    store16(dst, f64_lo(v[0]), f64_hi(v[0]), f64_lo(v[1]), f64_hi(v[1]));
+    store16(dst + 16, f64_lo(v[2]), f64_hi(v[2]), f64_lo(v[3]), f64_hi(v[3]));
+  } else if constexpr (S == Store::kBFloat16) {
+    store16(dst, pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]),
+            pack_bf16x2(v[6], v[7]));
+  } else {
+    store16(dst, pack_fp16x2(v[0], v[1]), pack_fp16x2(v[2], v[3]), pack_fp16x2(v[4], v[5]),
+            pack_fp16x2(v[6], v[7]));
+  }
+}
+
+FI_HD void store_one(char* dst, Store s, float v) {
+  switch (s) {
+    case Store::kFloat32: {
+      const uint32_t b = float_to_bits(v);
+      std::memcpy(dst, &b, 4);
+      break;
+    }
+    case Store::kFloat64: {
+      const double d = static_cast<double>(v);
+      std::memcpy(dst, &d, 8);
+      break;
+    }
+    case Store::kBFloat16: {
+      const uint16_t h = static_cast<uint16_t>(pack_bf16x2(v, 0.0f));
+      std::memcpy(dst, &h, 2);
+      break;
+    }
+    case Store::kFloat16: {
+      const uint16_t h = static_cast<uint16_t>(pack_fp16x2(v, 0.0f));
+      std::memcpy(dst, &h, 2);
+      break;
+    }
+  }
+}
+
+FI_HD int store_size(Store s) {
+  return s == Store::kFloat64 ? 8 : s == Store::kFloat32 ? 4 : 2;
+}
+
+// ---- values ------------------------------------------------------------------------------
+// The four values of logical group g (elements 4g .. 4g+3) of a tensor, before rounding.
+template <int K, class Rows>
+FI_HD void group_values(const TensorDesc& d, uint64_t seed, int64_t g, const Rows& rows,
+                        float v[4]) {
+  if constexpr (K == kConstant) {
+    v[0] = v[1] = v[2] = v[3] = d.p[0];
+  } else {
+    const uint64_t gu = static_cast<uint64_t>(g);
+    const Words4 w = philox4x32_10(static_cast<uint32_t>(gu), static_cast<uint32_t>(gu >> 32),
+                                   static_cast<uint32_t>(d.stream),
+                                   static_cast<uint32_t>(d.stream >> 32),
+                                   static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+#pragma unroll
+    for (int l = 0; l < 4; ++l) {
+      if constexpr (K == kNormal) {
+        v[l] = normal_value(w.v[l], d.p[0], d.p[1], rows);
+      } else if constexpr (K == kUniform) {
+        v[l] = uniform_value(w.v[l], d.p[0], d.p[1]);
+      } else {
+        v[l] = trunc_normal_value(w.v[l], d.p[0], d.p[1], d.p[2], d.p[3], d.p[4], d.p[5], rows);
+      }
+    }
+  }
+}
+
+// Uniform's bound b stays excluded after rounding to the destination: the value is replaced
+// by the (exactly representable) value the contract stores, which the store then keeps.
+FI_HD float finish_uniform(Store s, float v, float b) {
+  switch (s) {
+    case Store::kBFloat16:
+      return bf16_bits_to_float(finish_uniform_bf16(float_to_bf16_bits(v), b));
+    case Store::kFloat16:
+      return fp16_bits_to_float(finish_uniform_fp16(float_to_fp16_bits(v), b));
+    default:
+      return bits_to_float(finish_uniform_f32_bits(float_to_bits(v), b));
+  }
+}
+
+template <int K>
+FI_HD void finish_values(const TensorDesc& d, Store s, int n, float* v) {
+  if constexpr (K == kUniform) {
+    if (d.p[0] < d.p[1]) {
+      for (int l = 0; l < n; ++l) v[l] = finish_uniform(s, v[l], d.p[1]);
+    }
+  }
+}
+
+// Zero the values of `n` consecutive elements starting at logical index `first` that fall in
+// the padding row.
+FI_HD void zero_padding(const TensorDesc& d, int64_t first, int n, float* v) {
+  if (first < d.pad_end && first + n > d.pad_begin) {
+    for (int l = 0; l < n; ++l) {
+      const int64_t i = first + l;
+      if (i >= d.pad_begin && i < d.pad_end) v[l] = 0.0f;
+    }
+  }
+}
+
+FI_HD int64_t strided_offset(const TensorDesc& d, int64_t i) {
+  int64_t offset = 0;
+  for (int k = kMaxDims - 1; k >= 0; --k) {
+    if (k < d.ndim) {
+      offset += (i % d.sizes[k]) * d.strides[k];
+      i /= d.sizes[k];
+    }
+  }
+  return offset;
+}
+
+// Contiguous, 16-byte aligned tensor: each thread writes whole 16-byte units, consecutive
+// threads consecutive units; a unit cut by the end of the tensor is written element-wise.
+template <int K, Store S, class Rows>
+FI_HD void run_vector(const TensorDesc& d, uint64_t seed, const Rows& rows, int64_t begin,
+                      int64_t end, int thread, int block_dim) {
+  constexpr int kUnit = StoreTraits<S>::kUnit;
+  constexpr int kSize = StoreTraits<S>::kSize;
+  for (int64_t first = begin + static_cast<int64_t>(thread) * kUnit; first < end;
+       first += static_cast<int64_t>(block_dim) * kUnit) {
+    float v[kUnit];
+#pragma unroll
+    for (int h = 0; h < kUnit / 4; ++h) group_values<K>(d, seed, first / 4 + h, rows, v + 4 * h);
+    finish_values<K>(d, S, kUnit, v);
+    zero_padding(d, first, kUnit, v);
+    if (first + kUnit <= end) {
+      store_unit<S>(d.data + first * kSize, v);
+    } else {
+      for (int l = 0; first + l < end; ++l) store_one(d.data + (first + l) * kSize, S, v[l]);
+    }
+  }
+}
+
+// Any other layout (strided, or a start that is not 16-byte aligned): one group of four
+// elements per step, each stored at its own offset.
+template <int K, class Rows>
+FI_HD void run_strided(const TensorDesc& d, uint64_t seed, const Rows& rows, int64_t begin,
+                       int64_t end, int thread, int block_dim) {
+  const int esize = store_size(d.store);
+  for (int64_t first = begin + static_cast<int64_t>(thread) * 4; first < end;
+       first += static_cast<int64_t>(block_dim) * 4) {
+    float v[4];
+    group_values<K>(d, seed, first / 4, rows, v);
+    finish_values<K>(d, d.store, 4, v);
+    zero_padding(d, first, 4, v);
+    for (int l = 0; l < 4 && first + l < end; ++l) {
+      store_one(d.data + strided_offset(d, first + l) * esize, d.store, v[l]);
+    }
+  }
+}
+
+template <int K, class Rows>
+FI_HD void run_kind(const TensorDesc& d, uint64_t seed, const Rows& rows, int64_t begin,
+                    int64_t end, int thread, int block_dim) {
+  if (!d.vector) return run_strided<K>(d, seed, rows, begin, end, thread, block_dim);
+  switch (d.store) {
+    case Store::kFloat32:
+      return run_vector<K, Store::kFloat32>(d, seed, rows, begin, end, thread, block_dim);
+    case Store::kFloat64:
+      return run_vector<K, Store::kFloat64>(d, seed, rows, begin, end, thread, block_dim);
+    case Store::kBFloat16:
+      return run_vector<K, Store::kBFloat16>(d, seed, rows, begin, end, thread, block_dim);
+    case Store::kFloat16:
+      return run_vector<K, Store::kFloat16>(d, seed, rows, begin, end, thread, block_dim);
+  }
+}
+
+// The tensor that owns `chunk`: the last one whose first chunk is <= chunk (all non-empty).
+FI_HD int64_t tensor_of_chunk(const LaunchArgs& a, int64_t chunk) {
+  int64_t lo = 0, hi = a.num_tensors - 1;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (a.descs[mid].first_chunk <= chunk) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+// Block `block` of `grid` walks the chunks block, block + grid, ...; inside a chunk its
+// threads split the elements. Every element is written by exactly one thread.
+template <class Rows>
+FI_HD void thread_body(const LaunchArgs& a, const Rows& rows, int64_t block, int64_t grid,
+                       int thread, int block_dim) {
+  for (int64_t chunk = block; chunk < a.total_chunks; chunk += grid) {
+    const TensorDesc& d = a.descs[tensor_of_chunk(a, chunk)];
+    const int64_t begin = (chunk - d.first_chunk) * kChunk;
+    const int64_t end = begin + kChunk < d.numel ? begin + kChunk : d.numel;
+    switch (d.kind) {
+      case kNormal: run_kind<kNormal>(d, a.seed, rows, begin, end, thread, block_dim); break;
+      case kUniform: run_kind<kUniform>(d, a.seed, rows, begin, end, thread, block_dim); break;
+      case kTruncNormal:
+        run_kind<kTruncNormal>(d, a.seed, rows, begin, end, thread, block_dim);
+        break;
+      default: run_kind<kConstant>(d, a.seed, rows, begin, end, thread, block_dim); break;
+    }
+  }
+}
+
+}  // namespace gpu
+}  // namespace fusedinit

@@ -1,0 +1,119 @@
+"""The CUDA kernel's thread body, compiled by the host compiler and run over emulated grids,
+against the reference bit for bit: the CUDA code path's test on machines without a GPU."""
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fusedinit
+from conftest import DTYPES, assert_bitwise_equal
+from fusedinit.testing import emulate_cuda_
+from strategies import SPEC, U64, reference_of, views
+
+CHUNK = 8192  # launch_layout.h kChunk: elements of one tensor per block iteration
+GEOMETRY = st.tuples(st.integers(1, 5), st.sampled_from([1, 3, 32, 64, 256]))
+
+SPECS = [fusedinit.Normal(0.1, 1.5), fusedinit.Uniform(-1.0, 2.0),
+         fusedinit.TruncNormal(0.0, 1.0, -1.5, 0.5), fusedinit.Constant(-0.25),
+         fusedinit.Normal(0.0, 0.02, padding_idx=3)]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tensor=views(), spec=SPEC, seed=U64, geometry=GEOMETRY)
+def test_emulated_cuda_equals_reference(tensor, spec, seed, geometry):
+    grid, block = geometry
+    expected = reference_of(tensor, spec, seed)
+    emulate_cuda_([(tensor, spec)], seed=seed, grid=grid, block=block)
+    assert_bitwise_equal(tensor, expected, f"{spec} {tensor.dtype} {tuple(tensor.shape)} "
+                                           f"{tensor.stride()} grid {geometry}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("spec", SPECS, ids=str)
+@pytest.mark.parametrize("grid,block", [(1, 256), (3, 256), (7, 64), (2, 1)])
+def test_tensor_straddles_blocks(dtype, spec, grid, block):
+    """Tensors over several chunks, a tail unit cut by the end, a grid smaller or larger than
+    the chunk count (the blocks loop), and a start that is not 16-byte aligned."""
+    shape = (5, CHUNK // 2 + 3)  # 2.5 chunks + 15: the last unit is partial
+    seed = 2**63 + 99
+    expected = reference_of(torch.empty(shape, dtype=dtype), spec, seed)
+    out = emulate_cuda_([(torch.empty(shape, dtype=dtype), spec)], seed=seed, grid=grid,
+                        block=block)[0]
+    assert_bitwise_equal(out, expected, "aligned")
+    window = torch.empty(shape[0] * shape[1] + 1, dtype=dtype)[1:].view(shape)
+    emulate_cuda_([(window, spec)], seed=seed, grid=grid, block=block)
+    assert_bitwise_equal(window, expected, "start not 16-byte aligned")
+    strided = torch.empty(shape[1], shape[0], dtype=dtype).t()
+    emulate_cuda_([(strided, spec)], seed=seed, grid=grid, block=block)
+    assert_bitwise_equal(strided, expected, "transposed")
+
+
+@pytest.mark.parametrize("grid", [1, 2, 5, 64])
+def test_multi_tensor_list(grid):
+    """Mixed sizes, dtypes, layouts and specs in one launch; empty tensors skipped; every
+    tensor equals the reference, so no chunk was written twice or missed."""
+    items = [
+        (torch.empty(1000, 64, dtype=torch.bfloat16), fusedinit.Normal(0, 0.02, padding_idx=0, stream=1)),
+        (torch.empty(64, 64), fusedinit.TruncNormal(0, 0.02, -0.04, 0.04, stream=2)),
+        (torch.empty(0, 5), fusedinit.Normal(stream=9)),
+        (torch.empty(64), fusedinit.Constant(0.0)),
+        (torch.empty(3), fusedinit.Normal(stream=4)),
+        (torch.empty(64, dtype=torch.float16), fusedinit.Constant(1.0)),
+        (torch.empty(17, 3, dtype=torch.float64), fusedinit.Uniform(-0.1, 0.1, stream=3)),
+        (torch.empty(40, 30, dtype=torch.float16).t(), fusedinit.Normal(1, 2, stream=5)),
+        (torch.empty(CHUNK * 3 + 8, dtype=torch.bfloat16)[8:], fusedinit.Normal(stream=6)),
+        (torch.empty(()), fusedinit.Uniform(stream=7)),
+    ]
+    emulate_cuda_(items, seed=1234, grid=grid, block=32)
+    for i, (tensor, spec) in enumerate(items):
+        assert_bitwise_equal(tensor, reference_of(tensor, spec, 1234), f"items[{i}] {spec}")
+
+
+def test_padding_row_in_the_vector_path():
+    """Padding rows whose edges fall inside a 16-byte unit, for 2- and 4-byte dtypes."""
+    for dtype in (torch.bfloat16, torch.float32):
+        for cols in (5, 8, 13):
+            for pad in (0, 1, 6, 9):
+                spec = fusedinit.Normal(0.5, 2.0, padding_idx=pad)
+                out = emulate_cuda_([(torch.empty(10, cols, dtype=dtype), spec)], seed=3,
+                                    grid=2, block=3)[0]
+                assert (out[pad] == 0).all()
+                assert_bitwise_equal(out, reference_of(out, spec, 3), f"{dtype} {cols} {pad}")
+
+
+def test_extreme_parameters():
+    """Uniform endpoints, huge and tiny std (float16 overflow and subnormals), zero std."""
+    specs = [fusedinit.Uniform(-1.5e38, 1.5e38), fusedinit.Normal(0, 1e-30), fusedinit.Normal(0, 1e5),
+             fusedinit.Normal(2, 0), fusedinit.Uniform(1, 1 + 2**-20),
+             fusedinit.TruncNormal(0, 1, 4.5, 5.5), fusedinit.TruncNormal(0, 1, -5.5, -4.5)]
+    for spec in specs:
+        for dtype in DTYPES:
+            out = emulate_cuda_([(torch.empty(4099, dtype=dtype), spec)], seed=11, grid=2)[0]
+            assert_bitwise_equal(out, reference_of(out, spec, 11), f"{spec} {dtype}")
+
+
+def test_too_many_strided_dims_is_a_clear_error():
+    base = torch.empty([2] * 9 + [3])
+    view = base[..., :2]  # 9 dims of 2 that merge only with each other... then a step
+    view = base.permute(*reversed(range(10)))[:2, :2, :2, :2, :2, :2, :2, :2, :2, :2]
+    before = view.clone()
+    if view.dim() <= 8:
+        pytest.skip("view merged")
+    with pytest.raises(RuntimeError, match=r"tensors\[0\].*strided dimensions"):
+        emulate_cuda_([(view, fusedinit.Normal())], seed=1)
+    assert torch.equal(view, before)
+
+
+def test_cpu_tensors_only():
+    with pytest.raises(ValueError, match="CPU tensors"):
+        emulate_cuda_([(torch.empty(4, device="meta"), fusedinit.Normal())], seed=1)
+
+
+@pytest.mark.skipif(torch.version.cuda is None or bool(os.environ.get("FUSEDINIT_NO_CUDA")),
+                    reason="torch without CUDA: the extension is built without CUDA kernels")
+def test_cuda_kernel_is_registered():
+    """With a CUDA torch the build compiles and links the CUDA kernels (no GPU needed)."""
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("fusedinit::init_", "CUDA")
+    assert "cuda" in fusedinit.available_backends()
