@@ -12,7 +12,11 @@ def available_backends():
     """Backends usable here: the compiled kernels this build has, plus the reference."""
     from . import _ops
 
+    from .triton import import_error
+
     names = [d for d in ("cpu", "cuda") if _ops.has_kernel(d)]
+    if import_error() is None:
+        names.append("triton")
     return names + ["reference"]
 
 

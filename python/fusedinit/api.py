@@ -96,35 +96,58 @@ def _plan(index: int, item) -> tuple:
 
 
 def _run(device: torch.device, group: Sequence[tuple], seed: int, backend: Optional[str]):
-    use_op = _choose(device, backend)
-    if not use_op:
+    impl = _choose(device, backend)
+    if impl == "reference":
         for tensor, kind, params, stream, padding_row in group:
             reference.init_(tensor, kind=kind, params=params, seed=seed, stream=stream,
                             padding_row=padding_row)
         return
-    tensors = [g[0] for g in group]
-    _ops.init_(tensors, [g[1] for g in group], [p for g in group for p in g[2]],
-               [g[3] for g in group], [g[4] for g in group], seed)
+    args = ([g[0] for g in group], [g[1] for g in group], [p for g in group for p in g[2]],
+            [g[3] for g in group], [g[4] for g in group], seed)
+    if impl == "triton":
+        from . import triton as triton_backend
+        triton_backend.init_(*args)
+    else:
+        _ops.init_(*args)
 
 
-def _choose(device: torch.device, backend: Optional[str]) -> bool:
-    """True: the compiled op for this device; False: the reference."""
+def _choose(device: torch.device, backend: Optional[str]) -> str:
+    """"op" (the compiled kernel registered for the device), "triton" or "reference"."""
     if backend == "reference":
-        return False
+        return "reference"
     if backend is None:
         if _ops.has_kernel(device.type):
-            return True
+            return "op"  # on CUDA the CUDA kernel: see README, "Which GPU backend"
+        if device.type == "cuda" and _triton_error(device) is None:
+            return "triton"
         if not _ops.HAS_EXTENSION:
             _ops.warn_no_extension()
-        return False
-    if backend in ("cuda", "triton"):
-        raise RuntimeError(f"backend={backend!r} is not available in this build")
+        return "reference"
+    if backend == "triton":
+        error = _triton_error(device)
+        if error is not None:
+            raise RuntimeError(f"backend='triton' cannot fill a tensor on {device}: {error}")
+        return "triton"
     if device.type != backend:
         raise ValueError(f"backend={backend!r} cannot fill a tensor on {device}")
     if not _ops.has_kernel(device.type):
-        raise RuntimeError(f"backend={backend!r}: the compiled extension is not available "
-                           f"({_ops.EXTENSION_ERROR})")
-    return True
+        why = (_ops.EXTENSION_ERROR if not _ops.HAS_EXTENSION else
+               "this build of fusedinit has no CUDA kernels (built without a CUDA torch or nvcc)")
+        raise RuntimeError(f"backend={backend!r}: the compiled kernel is not available ({why})")
+    return "op"
+
+
+def _triton_error(device: torch.device) -> Optional[str]:
+    """Why the Triton kernel cannot fill tensors on `device`, or None."""
+    from . import triton as triton_backend
+    from .triton import interpreting
+
+    error = triton_backend.import_error()
+    if error is not None:
+        return f"triton is not importable ({error})"
+    if device.type == "cuda" or (device.type == "cpu" and interpreting()):
+        return None
+    return "it runs on CUDA tensors (CPU tensors only under TRITON_INTERPRET=1)"
 
 
 __all__ = ["normal_", "uniform_", "trunc_normal_", "init_many_", "Normal", "Uniform",

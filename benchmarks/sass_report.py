@@ -1,0 +1,310 @@
+"""Static cost report of fusedinit's GPU kernels, without a GPU.
+
+Compiles the CUDA kernel (nvcc) and the Triton kernel (triton.compile) for sm_90, disassembles
+them (nvdisasm from Triton's package), and prints per kernel and dtype: registers, spills,
+the widest store, SASS instructions per output element on the hot path, and the issue-bound
+throughput that implies on an H200 next to its write roofline. It also scans the PTX of the
+full kernels (every distribution and dtype) and fails on anything that would break bit
+exactness: approximate ops (.approx), flush-to-zero (.ftz) or fused multiply-adds (fma).
+
+Hot path: the CUDA kernel's 16-byte store loop is built alone (-DFUSEDINIT_SASS_PROBE_KIND /
+_STORE: normal, one dtype) and its shortest cycle through a 16-byte store is the common
+iteration (no padding row, no tail). The Triton kernel has no loop: a program is the shortest
+path from entry to exit through its 16-byte stores (a full block, no padding row), over the
+elements one thread writes. Predicated-off instructions on that path count: they still issue.
+
+    python benchmarks/sass_report.py [--json] [--arch 90]
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "python"))
+
+# H200 (sm_90): 132 SMs x 4 schedulers x 1.98 GHz x 32 lanes.
+THREAD_INSTRUCTIONS_PER_S = 132 * 4 * 1.98e9 * 32
+WRITE_BANDWIDTH = 4.3e12  # bytes/s, the write roofline
+DTYPES = {"float32": (0, 4), "bfloat16": (2, 2)}  # name -> (Store code, bytes per element)
+NORMAL = 0
+PTX_FORBIDDEN = re.compile(r"\.approx|\.ftz|\bfma\.")
+
+_INSTR = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
+_LABEL = re.compile(r"^(\.L_x_\d+):")
+_TARGET = re.compile(r"`\((\.L_x_\d+)\)")
+
+
+def _tool(name: str) -> str:
+    try:
+        import triton
+        path = pathlib.Path(triton.__file__).parent / "backends/nvidia/bin" / name
+        if path.exists():
+            return str(path)
+    except ImportError:
+        pass
+    found = shutil.which(name)
+    if found is None:
+        raise SystemExit(f"sass_report: {name} not found (install triton or the CUDA toolkit)")
+    return found
+
+
+# ---- SASS parsing and the hot path ---------------------------------------------------------
+class Sass:
+    """Instructions of one kernel's SASS with its control-flow graph (one node per instruction)."""
+
+    def __init__(self, text: str):
+        self.ops = []          # (predicate, opcode with modifiers, full text)
+        labels = {}
+        for line in text.splitlines():
+            m = _LABEL.match(line.strip())
+            if m:
+                labels[m.group(1)] = len(self.ops)
+                continue
+            m = _INSTR.match(line)
+            if m:
+                body = m.group(2).strip()
+                pred = ""
+                if body.startswith("@"):
+                    pred, body = body.split(None, 1)
+                self.ops.append((pred, body.split()[0], body))
+        self.succ = []
+        for i, (pred, op, body) in enumerate(self.ops):
+            nxt = [i + 1] if i + 1 < len(self.ops) else []
+            base = op.split(".")[0]
+            if base in ("BRA", "JMP"):
+                target = _TARGET.search(body)
+                to = [labels[target.group(1)]] if target else []
+                self.succ.append(to + (nxt if pred else []))
+            elif base in ("EXIT", "RET"):
+                self.succ.append(nxt if pred else [])
+            else:
+                self.succ.append(nxt)
+
+    def _dist(self, start: int) -> list:
+        """Instructions issued from `start` (inclusive) to each reachable node (exclusive)."""
+        inf = float("inf")
+        dist = [inf] * len(self.ops)
+        dist[start] = 0
+        queue = collections.deque([start])
+        while queue:
+            i = queue.popleft()
+            for j in self.succ[i]:
+                if dist[j] == inf:
+                    dist[j] = dist[i] + 1
+                    queue.append(j)
+        return dist
+
+    def path(self, start: int, end: int) -> list:
+        """One shortest instruction path from start to end (both included)."""
+        dist_from_end_rev = self._reverse_dist(end)
+        path, i = [start], start
+        while i != end:
+            i = min(self.succ[i], key=lambda j: dist_from_end_rev[j])
+            path.append(i)
+        return path
+
+    def _reverse_dist(self, end: int) -> list:
+        pred = collections.defaultdict(list)
+        for i, succ in enumerate(self.succ):
+            for j in succ:
+                pred[j].append(i)
+        inf = float("inf")
+        dist = [inf] * len(self.ops)
+        dist[end] = 0
+        queue = collections.deque([end])
+        while queue:
+            j = queue.popleft()
+            for i in pred[j]:
+                if dist[i] == inf:
+                    dist[i] = dist[j] + 1
+                    queue.append(i)
+        return dist
+
+    def stores(self, width: str = "128"):
+        return [i for i, (_, op, _) in enumerate(self.ops)
+                if op.split(".")[0] in ("STG", "ST") and op.endswith("." + width)]
+
+    def hot_loop(self):
+        """Shortest cycle through a 16-byte store: the instructions of one loop iteration."""
+        best = None
+        for s in self.stores():
+            back = self._reverse_dist(s)
+            for j in self.succ[s]:
+                if back[j] != float("inf"):
+                    cycle = self.path(j, s)
+                    if best is None or len(cycle) < len(best):
+                        best = cycle
+        return best
+
+    def hot_program(self):
+        """Shortest entry -> exit path through a 16-byte store."""
+        exits = [i for i, (_, op, _) in enumerate(self.ops) if op.split(".")[0] == "EXIT"]
+        from_entry = self._dist(0)
+        best = None
+        for s in self.stores():
+            if from_entry[s] == float("inf"):
+                continue
+            to_exit = self._dist(s)
+            e = min(exits, key=lambda x: to_exit[x])
+            if to_exit[e] == float("inf"):
+                continue
+            candidate = self.path(0, s)[:-1] + self.path(s, e)
+            if best is None or len(candidate) < len(best):
+                best = candidate
+        return best
+
+    def mix(self, nodes) -> collections.Counter:
+        return collections.Counter(self.ops[i][1].split(".")[0] for i in nodes)
+
+
+def _store_width(sass: Sass, nodes) -> int:
+    widths = [int(m.group(1)) // 8 if (m := re.search(r"\.(64|128)$", sass.ops[i][1])) else 4
+              for i in nodes if sass.ops[i][1].split(".")[0] in ("STG", "ST")]
+    return max(widths, default=0)
+
+
+def _resources(cubin: pathlib.Path) -> dict:
+    out = subprocess.run([_tool("cuobjdump"), "-res-usage", str(cubin)], check=True,
+                         capture_output=True, text=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", out)
+    return {"registers": int(m.group(1)), "stack": int(m.group(2)), "local": int(m.group(4))}
+
+
+def _disassemble(cubin: pathlib.Path) -> Sass:
+    text = subprocess.run([_tool("nvdisasm"), "-c", str(cubin)], check=True, capture_output=True,
+                          text=True).stdout
+    return Sass(text)
+
+
+# ---- the two kernels ---------------------------------------------------------------------
+def _nvcc(out: pathlib.Path, arch: int, defines=(), ptx=False) -> str:
+    cmd = ["nvcc", "-std=c++17", "-O3", "--fmad=false", f"-arch=sm_{arch}", f"-I{ROOT / 'csrc'}",
+           "-ptx" if ptx else "-cubin", "-Xptxas=-v", str(ROOT / "csrc/cuda/init_kernel.cu"),
+           "-o", str(out)] + [f"-D{d}" for d in defines]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600).stderr
+
+
+def cuda_report(arch: int, tmp: pathlib.Path) -> dict:
+    rows = {}
+    for name, (store, esize) in DTYPES.items():
+        cubin = tmp / f"cuda_{name}.cubin"
+        log = _nvcc(cubin, arch, [f"FUSEDINIT_SASS_PROBE_KIND={NORMAL}",
+                                  f"FUSEDINIT_SASS_PROBE_STORE={store}"])
+        sass = _disassemble(cubin)
+        loop = sass.hot_loop()
+        if loop is None:
+            raise SystemExit(f"sass_report: no 16-byte store loop in the CUDA {name} kernel")
+        elements = len([i for i in loop if i in set(sass.stores())]) * 16 // esize
+        spills = sum(int(x) for x in re.findall(r"(\d+) bytes spill stores", log))
+        rows[name] = _row(sass, loop, elements, esize, _resources(cubin), spills)
+    # The full kernel (every distribution and dtype): registers, spills and the PTX scan.
+    full = tmp / "cuda_full.cubin"
+    log = _nvcc(full, arch)
+    ptx = tmp / "cuda_full.ptx"
+    _nvcc(ptx, arch, ptx=True)
+    return {"rows": rows, "full": dict(_resources(full),
+                                       spills=sum(int(x) for x in re.findall(r"(\d+) bytes spill stores", log))),
+            "ptx_violations": _scan_ptx(ptx.read_text())}
+
+
+def triton_report(arch: int, tmp: pathlib.Path) -> dict:
+    import torch
+    from fusedinit.triton.aot import compile_kernel
+    from fusedinit.triton.launch import BLOCK, NUM_WARPS
+
+    rows = {}
+    for name, (_, esize) in DTYPES.items():
+        kernel = compile_kernel(getattr(torch, name), arch=arch, only_kind=NORMAL)
+        cubin = tmp / f"triton_{name}.cubin"
+        cubin.write_bytes(kernel.asm["cubin"])
+        sass = _disassemble(cubin)
+        program = sass.hot_program()
+        if program is None:
+            raise SystemExit(f"sass_report: no 16-byte store in the Triton {name} kernel")
+        elements = BLOCK // (NUM_WARPS * 32)
+        res = _resources(cubin)
+        rows[name] = _row(sass, program, elements, esize, res, res["local"])
+    violations = []
+    for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        for layout in ("aligned", "contiguous", "strided"):
+            kernel = compile_kernel(dtype, arch=arch, layout=layout)
+            violations += [f"{dtype} {layout}: {v}" for v in _scan_ptx(kernel.asm["ptx"])]
+    return {"rows": rows, "ptx_violations": violations}
+
+
+def _row(sass: Sass, nodes, elements: int, esize: int, res: dict, spills: int) -> dict:
+    per_element = len(nodes) / elements
+    elements_per_s = THREAD_INSTRUCTIONS_PER_S / per_element
+    return {
+        "registers": res["registers"], "spills": spills + res["local"],
+        "store_bytes": _store_width(sass, nodes), "hot_instructions": len(nodes),
+        "elements": elements, "per_element": round(per_element, 2),
+        "issue_bound_TBps": round(elements_per_s * esize / 1e12, 2),
+        "budget_per_element": round(THREAD_INSTRUCTIONS_PER_S / (WRITE_BANDWIDTH / esize), 1),
+        "mix": dict(sass.mix(nodes).most_common(8)),
+    }
+
+
+def _scan_ptx(ptx: str) -> list:
+    """Lines of PTX with an approximate, flush-to-zero or fused float op."""
+    return [line.strip() for line in ptx.splitlines()
+            if PTX_FORBIDDEN.search(line) and not line.strip().startswith("//")]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true",
+                        help='print {"cuda": {"float32": N, "bfloat16": N}, "triton": {...}} '
+                             "(SASS instructions per element) and nothing else")
+    parser.add_argument("--arch", type=int, default=90)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = {"cuda": cuda_report(args.arch, pathlib.Path(tmp)),
+                  "triton": triton_report(args.arch, pathlib.Path(tmp))}
+    bad = [f"{k}: {v}" for k in report for v in report[k]["ptx_violations"]]
+    if args.json:
+        print(json.dumps({k: {d: r["per_element"] for d, r in report[k]["rows"].items()}
+                          for k in report}))
+    else:
+        _print_table(report, args.arch)
+    if bad:
+        print("PTX with inexact float ops (breaks bit-exactness):", *bad[:20], sep="\n  ",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_table(report: dict, arch: int) -> None:
+    print(f"sm_{arch}: SASS instructions per output element on the hot path "
+          f"(H200 issue rate {THREAD_INSTRUCTIONS_PER_S / 1e12:.1f}e12 thread-instr/s, "
+          f"write roofline {WRITE_BANDWIDTH / 1e12:.1f} TB/s)\n")
+    head = ("kernel", "dtype", "regs", "spills", "store B", "instr/elem", "budget", "issue-bound TB/s")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for kernel, data in report.items():
+        for dtype, r in data["rows"].items():
+            print(f"| {kernel} | {dtype} | {r['registers']} | {r['spills']} | {r['store_bytes']} | "
+                  f"{r['per_element']} ({r['hot_instructions']}/{r['elements']}) | "
+                  f"{r['budget_per_element']} | {r['issue_bound_TBps']} |")
+    print()
+    for kernel, data in report.items():
+        for dtype, r in data["rows"].items():
+            mix = ", ".join(f"{op} {n}" for op, n in r["mix"].items())
+            print(f"{kernel} {dtype} hot-path mix: {mix}")
+    full = report["cuda"]["full"]
+    print(f"\nCUDA full kernel: {full['registers']} registers, {full['spills']} bytes spilled")
+    for kernel, data in report.items():
+        print(f"{kernel} PTX scan (.approx / .ftz / fma): "
+              f"{len(data['ptx_violations'])} violations")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

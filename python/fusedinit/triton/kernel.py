@@ -1,0 +1,311 @@
+"""The random-stream contract (docs/rng.md) as a Triton kernel, mirroring rng_math.h line by
+line: Philox4x32-10, the word transforms, rounding to the destination and the store.
+
+One launch fills every tensor of one dtype and layout: tensors are addressed as element
+offsets from the first tensor's pointer, and a program finds its tensor by binary search
+over each tensor's first block. With NATIVE (compiled for a GPU) the count-leading-zeros
+and the float32 -> 16-bit round-to-nearest-even use the hardware instructions; without it
+(the interpreter, which has neither) exact integer code computes the same function.
+"""
+import triton
+import triton.language as tl
+
+# Per-tensor metadata columns (int64 table, one row per tensor).
+COL_OFFSET, COL_NUMEL, COL_FIRST_BLOCK, COL_PAD_BEGIN, COL_PAD_END, COL_STREAM_LO, \
+    COL_STREAM_HI, COL_KIND, COL_NDIM, COL_SEED_LO, COL_SEED_HI = range(11)
+COL_SIZES = 11           # 8 sizes, then 8 strides (strided layout only)
+MAX_DIMS = 8
+META_COLS = COL_SIZES + 2 * MAX_DIMS
+TABLE_STRIDE = 8         # normal table: 64 rows of 8 floats (6 coefficients, zero padded)
+
+# Destination codes (constexpr STORE).
+F32, F64, BF16, F16 = 0, 1, 2, 3
+
+
+# The same numbers as constexprs, which is how a @triton.jit function may read globals.
+_COL_OFFSET = tl.constexpr(COL_OFFSET)
+_COL_NUMEL = tl.constexpr(COL_NUMEL)
+_COL_FIRST_BLOCK = tl.constexpr(COL_FIRST_BLOCK)
+_COL_PAD_BEGIN = tl.constexpr(COL_PAD_BEGIN)
+_COL_PAD_END = tl.constexpr(COL_PAD_END)
+_COL_STREAM_LO = tl.constexpr(COL_STREAM_LO)
+_COL_STREAM_HI = tl.constexpr(COL_STREAM_HI)
+_COL_KIND = tl.constexpr(COL_KIND)
+_COL_NDIM = tl.constexpr(COL_NDIM)
+_COL_SEED_LO = tl.constexpr(COL_SEED_LO)
+_COL_SEED_HI = tl.constexpr(COL_SEED_HI)
+_COL_SIZES = tl.constexpr(COL_SIZES)
+_MAX_DIMS = tl.constexpr(MAX_DIMS)
+_META_COLS = tl.constexpr(META_COLS)
+_TABLE_STRIDE = tl.constexpr(TABLE_STRIDE)
+_F32 = tl.constexpr(F32)
+_F64 = tl.constexpr(F64)
+_BF16 = tl.constexpr(BF16)
+_F16 = tl.constexpr(F16)
+
+
+@triton.jit
+def _philox(c0, c1, c2, c3, k0, k1):
+    for _ in tl.static_range(10):
+        # One 32x32 -> 64-bit multiply gives both halves (IMAD.WIDE.U32).
+        p0 = c0.to(tl.uint64) * 0xD2511F53
+        p1 = c2.to(tl.uint64) * 0xCD9E8D57
+        hi0 = (p0 >> 32).to(tl.uint32)
+        lo0 = p0.to(tl.uint32)
+        hi1 = (p1 >> 32).to(tl.uint32)
+        lo1 = p1.to(tl.uint32)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0 = k0 + 0x9E3779B9
+        k1 = k1 + 0xBB67AE85
+    return c0, c1, c2, c3
+
+
+@triton.jit
+def _clz(x, NATIVE: tl.constexpr):
+    """Leading zeros of a non-zero uint32."""
+    if NATIVE:
+        n = tl.extra.cuda.libdevice.clz(x.to(tl.int32, bitcast=True))
+    else:
+        n = tl.zeros(x.shape, tl.int32)
+        for shift in tl.static_range(5):
+            width: tl.constexpr = 16 >> shift
+            top = (x >> (32 - width)) == 0
+            n = tl.where(top, n + width, n)
+            x = tl.where(top, x << width, x)
+    return n.to(tl.uint32)
+
+
+@triton.jit
+def _f32(bits):
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _bits(x):
+    return x.to(tl.uint32, bitcast=True)
+
+
+@triton.jit
+def _half_normal_quantile(octave, mant23, table):
+    row = octave * 2 + (mant23 >> 22)
+    s = _f32(mant23 | 0x3f800000) - 1.5
+    coeffs = table + row * _TABLE_STRIDE
+    r = tl.load(coeffs + 5)
+    r = r * s + tl.load(coeffs + 4)
+    r = r * s + tl.load(coeffs + 3)
+    r = r * s + tl.load(coeffs + 2)
+    r = r * s + tl.load(coeffs + 1)
+    r = r * s + tl.load(coeffs + 0)
+    return r
+
+
+@triton.jit
+def _normal(w, mean, std, table, NATIVE: tl.constexpr):
+    k = (w << 1) | 1
+    lz = _clz(k, NATIVE)
+    mant23 = ((k << lz) >> 8) & 0x7fffff
+    r = _half_normal_quantile(31 - lz, mant23, table)
+    z = _f32(_bits(r) ^ (w & 0x80000000))
+    return mean + std * z
+
+
+@triton.jit
+def _uniform(w, a, b):
+    u = (w >> 8).to(tl.float32) * 5.9604644775390625e-08  # 2^-24
+    return a + (b - a) * u
+
+
+@triton.jit
+def _trunc_normal(w, mean, std, a, b, p_lo, p_hi, table):
+    u = ((w >> 9) << 1 | 1).to(tl.float32) * 5.9604644775390625e-08
+    p = p_lo + (p_hi - p_lo) * u
+    lower = p < 0.5
+    tail = tl.where(lower, p, 1.0 - p)
+    q = tail + tail
+    q = tl.where(q < 2.3283064365386963e-10, 2.3283064365386963e-10, q)  # 2^-32
+    q = tl.where(q > 0.99999994039535522, 0.99999994039535522, q)        # 1 - 2^-24
+    qb = _bits(q)
+    z = _half_normal_quantile((qb >> 23) - 95, qb & 0x7fffff, table)
+    z = tl.where(lower, _f32(_bits(z) ^ 0x80000000), z)
+    v = mean + std * z
+    v = tl.where(v < a, a, v)
+    v = tl.where(v > b, b, v)
+    return v
+
+
+@triton.jit
+def _bf16_bits(v, NATIVE: tl.constexpr):
+    if NATIVE:
+        h = v.to(tl.bfloat16, fp_downcast_rounding="rtne").to(tl.uint16, bitcast=True).to(tl.uint32)
+    else:
+        x = _bits(v)
+        nan = (x & 0x7fffffff) > 0x7f800000
+        h = tl.where(nan, (x >> 16) | 0x40, (x + 0x7fff + ((x >> 16) & 1)) >> 16)
+    return h
+
+
+@triton.jit
+def _fp16_bits(v, NATIVE: tl.constexpr):
+    if NATIVE:
+        h = v.to(tl.float16, fp_downcast_rounding="rtne").to(tl.uint16, bitcast=True).to(tl.uint32)
+    else:
+        x = _bits(v)
+        sign = (x >> 16) & 0x8000
+        a = x & 0x7fffffff
+        r = a - 0x38000000
+        normal = sign | ((r + 0x0fff + ((r >> 13) & 1)) >> 13)
+        # subnormal half: shift the 24-bit significand right, round to nearest even
+        m = (a & 0x7fffff) | 0x800000
+        shift = tl.minimum(126 - (a >> 23), 31)
+        shift = tl.maximum(shift, 1)
+        q = m >> shift
+        rem = m & ((1 << shift) - 1)
+        half = 1 << (shift - 1)
+        up = (rem > half) | ((rem == half) & ((q & 1) == 1))
+        sub = sign | (q + up.to(tl.uint32))
+        h = tl.where(a >= 0x38800000, normal, sub)
+        h = tl.where(a < 0x33000000, sign, h)
+        h = tl.where(a >= 0x477ff000, sign | 0x7c00, h)
+        h = tl.where(a > 0x7f800000, sign | 0x7e00, h)
+    return h
+
+
+@triton.jit
+def _next_down(bits, sign_bit):
+    magnitude = bits & (sign_bit - 1)
+    down = tl.where((bits & sign_bit) != 0, bits + 1, bits - 1)
+    return tl.where(magnitude == 0, sign_bit | 1, down)
+
+
+@triton.jit
+def _bf16_to_f32(h):
+    return _f32(h << 16)
+
+
+@triton.jit
+def _fp16_to_f32(h):
+    sign = (h & 0x8000) << 16
+    e = (h >> 10) & 0x1f
+    m = h & 0x3ff
+    inf_nan = _f32(sign | 0x7f800000 | (m << 13))
+    normal = _f32(sign | ((e + 112) << 23) | (m << 13))
+    sub = _f32(sign | _bits(m.to(tl.float32) * 5.9604644775390625e-08))
+    return tl.where(e == 0x1f, inf_nan, tl.where(e != 0, normal, sub))
+
+
+@triton.jit
+def _element_offsets(meta_row, idx, ndim, STRIDED: tl.constexpr):
+    """Logical (row-major) index -> element offset from the tensor's start."""
+    if STRIDED:
+        off = tl.zeros(idx.shape, tl.int64)
+        rem = idx
+        for d in tl.static_range(_MAX_DIMS - 1, -1, -1):
+            size = tl.load(meta_row + _COL_SIZES + d)
+            stride = tl.load(meta_row + _COL_SIZES + _MAX_DIMS + d)
+            use = d < ndim
+            size = tl.where(use, size, 1)
+            off += tl.where(use, (rem % size) * stride, 0)
+            rem = rem // size
+        return off
+    else:
+        return idx
+
+
+@triton.jit
+def init_kernel(base, meta, params, table, num_tensors,
+                STORE: tl.constexpr, STRIDED: tl.constexpr, ALIGNED: tl.constexpr,
+                NATIVE: tl.constexpr, UNIT: tl.constexpr, BLOCK: tl.constexpr,
+                SEARCH_STEPS: tl.constexpr, ONLY_KIND: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    # The tensor of this block: the last one whose first block is <= pid.
+    lo = pid * 0
+    hi = lo + num_tensors - 1
+    for _ in tl.static_range(SEARCH_STEPS):
+        mid = (lo + hi + 1) // 2
+        go_up = tl.load(meta + mid * _META_COLS + _COL_FIRST_BLOCK) <= pid
+        lo = tl.where(go_up, mid, lo)
+        hi = tl.where(go_up, hi, mid - 1)
+    row_meta = meta + lo * _META_COLS
+    numel = tl.load(row_meta + _COL_NUMEL)
+    begin = (pid - tl.load(row_meta + _COL_FIRST_BLOCK)) * BLOCK
+    stream_lo = tl.load(row_meta + _COL_STREAM_LO).to(tl.uint32)
+    stream_hi = tl.load(row_meta + _COL_STREAM_HI).to(tl.uint32)
+    seed_lo = tl.load(row_meta + _COL_SEED_LO).to(tl.uint32)
+    seed_hi = tl.load(row_meta + _COL_SEED_HI).to(tl.uint32)
+    if ONLY_KIND >= 0:
+        kind = ONLY_KIND
+    else:
+        kind = tl.load(row_meta + _COL_KIND)
+    p = params + lo * 6
+    p0 = tl.load(p + 0)
+    p1 = tl.load(p + 1)
+
+    # BLOCK elements as ROWS x UNIT: a thread holds whole rows (16-byte stores); a row is
+    # UNIT // 4 Philox groups.
+    ROWS: tl.constexpr = BLOCK // UNIT
+    rows = tl.arange(0, ROWS)
+    lane = tl.arange(0, UNIT)[None, :]
+    idx = begin + rows[:, None] * UNIT + lane            # logical element index
+    group0 = begin // 4 + rows * (UNIT // 4)
+    if kind == 3:
+        v = tl.zeros((ROWS, UNIT), tl.float32) + p0
+    else:
+        w = tl.zeros((ROWS, UNIT), tl.uint32)
+        for h in tl.static_range(UNIT // 4):
+            g = group0 + h
+            x0, x1, x2, x3 = _philox(g.to(tl.uint32), (g >> 32).to(tl.uint32),
+                                     tl.zeros_like(rows).to(tl.uint32) + stream_lo,
+                                     tl.zeros_like(rows).to(tl.uint32) + stream_hi,
+                                     seed_lo, seed_hi)
+            w = tl.where(lane == 4 * h + 0, x0[:, None], w)
+            w = tl.where(lane == 4 * h + 1, x1[:, None], w)
+            w = tl.where(lane == 4 * h + 2, x2[:, None], w)
+            w = tl.where(lane == 4 * h + 3, x3[:, None], w)
+        if kind == 0:
+            v = _normal(w, p0, p1, table, NATIVE)
+        elif kind == 1:
+            v = _uniform(w, p0, p1)
+        else:
+            v = _trunc_normal(w, p0, p1, tl.load(p + 2), tl.load(p + 3), tl.load(p + 4),
+                              tl.load(p + 5), table)
+
+    # Rounding to the destination; uniform keeps b excluded after rounding (when a < b).
+    finish = (kind == 1) & (p0 < p1)
+    if STORE == _BF16:
+        h16 = _bf16_bits(v, NATIVE)
+        if finish:
+            h16 = tl.where(_bf16_to_f32(h16) >= p1, _next_down(h16, 0x8000), h16)
+    elif STORE == _F16:
+        h16 = _fp16_bits(v, NATIVE)
+        if finish:
+            h16 = tl.where(_fp16_to_f32(h16) >= p1, _next_down(h16, 0x8000), h16)
+    else:
+        if finish:
+            v = tl.where(v >= p1, _f32(_next_down(_bits(v), 0x80000000)), v)
+
+    if STORE == _F32:
+        out = v
+    elif STORE == _F64:
+        out = v.to(tl.float64)
+    elif STORE == _BF16:
+        out = h16.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        out = h16.to(tl.uint16).to(tl.float16, bitcast=True)
+    # The padding row is zero: only blocks that overlap it compare indices.
+    pad_begin = tl.load(row_meta + _COL_PAD_BEGIN)
+    pad_end = tl.load(row_meta + _COL_PAD_END)
+    if (pad_begin < begin + BLOCK) & (pad_end > begin):
+        out = tl.where((idx >= pad_begin) & (idx < pad_end), tl.zeros_like(out), out)
+
+    start = tl.load(row_meta + _COL_OFFSET)
+    if ALIGNED:
+        start = tl.multiple_of(start, 16)
+    ptrs = base + start + _element_offsets(row_meta, idx, tl.load(row_meta + _COL_NDIM), STRIDED)
+    if begin + BLOCK <= numel:
+        tl.store(ptrs, out)
+    else:
+        # A tensor's last block: whole rows with a row mask (still 16-byte stores), then the
+        # partial row element-wise.
+        row_first = begin + rows[:, None] * UNIT
+        tl.store(ptrs, out, mask=row_first + UNIT <= numel)
+        tl.store(ptrs, out, mask=(idx < numel) & (row_first + UNIT > numel))

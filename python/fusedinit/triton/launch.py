@@ -1,0 +1,111 @@
+"""Host side of the Triton backend: tensors -> metadata tables -> one launch per group of
+tensors that share a dtype and a layout class (aligned contiguous, other contiguous, strided)."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Dict, List, Sequence
+
+import torch
+
+from .._normal_table import COEFFS
+from . import interpreting
+from . import kernel as K
+
+BLOCK = 2048
+NUM_WARPS = 4
+_STORE = {torch.float32: K.F32, torch.float64: K.F64, torch.bfloat16: K.BF16, torch.float16: K.F16}
+_tables: Dict[torch.device, torch.Tensor] = {}
+
+
+def normal_table(device: torch.device) -> torch.Tensor:
+    """The 64 x 8 row-major coefficient table (float32) on `device`, made once per device."""
+    if device not in _tables:
+        rows = torch.zeros(64, K.TABLE_STRIDE, dtype=torch.int32)
+        for k, column in enumerate(COEFFS):
+            rows[:, k] = torch.tensor([b - (1 << 32) if b >= 1 << 31 else b for b in column],
+                                      dtype=torch.int32)
+        _tables[device] = rows.view(torch.float32).flatten().to(device)
+    return _tables[device]
+
+
+def merged_dims(t: torch.Tensor):
+    """Sizes and strides with size-1 dims dropped and mutually contiguous dims merged."""
+    sizes: List[int] = []
+    strides: List[int] = []
+    for size, stride in zip(t.shape, t.stride()):
+        if size == 1:
+            continue
+        if sizes and strides[-1] == size * stride:
+            sizes[-1] *= size
+            strides[-1] = stride
+        else:
+            sizes.append(size)
+            strides.append(stride)
+    return (sizes, strides) if sizes else ([1], [1])
+
+
+def _layout(t: torch.Tensor) -> str:
+    if not t.is_contiguous():
+        return "strided"
+    return "aligned" if t.data_ptr() % 16 == 0 else "contiguous"
+
+
+def init_(tensors: Sequence[torch.Tensor], kinds, params, streams, padding_rows, seed: int):
+    """Same arguments as fusedinit::init_ (streams and seed as uint64), tensors on one device."""
+    groups = defaultdict(list)
+    for i, t in enumerate(tensors):
+        if t.numel() == 0:
+            continue
+        if _layout(t) == "strided" and len(merged_dims(t)[0]) > K.MAX_DIMS:
+            raise RuntimeError(f"fusedinit.init_: tensors[{i}] needs {len(merged_dims(t)[0])} "
+                               f"strided dimensions; the Triton kernel addresses at most "
+                               f"{K.MAX_DIMS} (make it contiguous first)")
+        groups[(t.dtype, _layout(t))].append(i)
+    launches = []
+    for (dtype, layout), members in groups.items():
+        # Every tensor of a launch is addressed from the first one's pointer in elements.
+        by_base = defaultdict(list)
+        for i in members:
+            by_base[tensors[i].data_ptr() % tensors[i].element_size()].append(i)
+        launches.extend((dtype, layout, group) for group in by_base.values())
+    for dtype, layout, group in launches:
+        _launch(dtype, layout, [tensors[i] for i in group], [kinds[i] for i in group],
+                [params[6 * i: 6 * i + 6] for i in group], [streams[i] for i in group],
+                [padding_rows[i] for i in group], seed)
+
+
+def _launch(dtype, layout, tensors, kinds, params, streams, padding_rows, seed):
+    device = tensors[0].device
+    esize = tensors[0].element_size()
+    base = tensors[0]
+    meta = torch.zeros(len(tensors), K.META_COLS, dtype=torch.int64)
+    first_block = 0
+    for j, t in enumerate(tensors):
+        row = meta[j]
+        row[K.COL_OFFSET] = (t.data_ptr() - base.data_ptr()) // esize
+        row[K.COL_NUMEL] = t.numel()
+        row[K.COL_FIRST_BLOCK] = first_block
+        if padding_rows[j] >= 0:
+            width = t.numel() // t.shape[0]
+            row[K.COL_PAD_BEGIN] = padding_rows[j] * width
+            row[K.COL_PAD_END] = (padding_rows[j] + 1) * width
+        row[K.COL_STREAM_LO] = streams[j] & 0xFFFFFFFF
+        row[K.COL_STREAM_HI] = streams[j] >> 32
+        row[K.COL_SEED_LO] = seed & 0xFFFFFFFF
+        row[K.COL_SEED_HI] = seed >> 32
+        row[K.COL_KIND] = kinds[j]
+        sizes, strides = merged_dims(t)
+        row[K.COL_NDIM] = len(sizes)
+        if layout == "strided":
+            row[K.COL_SIZES: K.COL_SIZES + len(sizes)] = torch.tensor(sizes)
+            row[K.COL_SIZES + K.MAX_DIMS: K.COL_SIZES + K.MAX_DIMS + len(strides)] = torch.tensor(strides)
+        first_block += -(-t.numel() // BLOCK)
+    flat_params = torch.tensor([float(x) for p in params for x in p], dtype=torch.float32)
+    # The base tensor's pointer is the kernel's pointer; a view starting at it keeps its dtype.
+    K.init_kernel[(first_block,)](
+        base, meta.to(device), flat_params.to(device), normal_table(device), len(tensors),
+        STORE=_STORE[dtype], STRIDED=layout == "strided", ALIGNED=layout == "aligned",
+        NATIVE=not interpreting(), UNIT=8 if esize == 2 else 4, BLOCK=BLOCK,
+        SEARCH_STEPS=math.ceil(math.log2(len(tensors))) if len(tensors) > 1 else 0,
+        ONLY_KIND=-1, num_warps=NUM_WARPS, enable_fp_fusion=False)

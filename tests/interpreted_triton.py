@@ -1,0 +1,94 @@
+"""The Triton kernel run by Triton's interpreter on CPU tensors, against the reference bit
+for bit. Run by test_triton.py in a subprocess with TRITON_INTERPRET=1 (the interpreter is
+chosen when the kernel is decorated, so it cannot be switched inside one process)."""
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+
+import fusedinit
+from conftest import DTYPES, assert_bitwise_equal
+from strategies import SPEC, U64, reference_of, views
+
+pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
+                                reason="run by test_triton.py with TRITON_INTERPRET=1")
+
+BLOCK = 2048  # fusedinit.triton.launch.BLOCK
+SPECS = [fusedinit.Normal(0.1, 1.5, stream=2**63 + 5), fusedinit.Uniform(-1.0, 2.0),
+         fusedinit.TruncNormal(0.0, 1.0, -1.5, 0.5), fusedinit.Constant(-0.25),
+         fusedinit.Normal(0.0, 0.02, padding_idx=1)]
+
+
+def triton_(items, seed):
+    return fusedinit.init_many_(items, seed=seed, backend="triton")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("spec", SPECS, ids=str)
+def test_every_dtype_and_distribution(dtype, spec):
+    """2.2 blocks with a partial last row; an unaligned start; a transposed (strided) view."""
+    shape = (3, 1501)
+    seed = 2**64 - 3
+    expected = reference_of(torch.empty(shape, dtype=dtype), spec, seed)
+    assert_bitwise_equal(triton_([(torch.empty(shape, dtype=dtype), spec)], seed)[0], expected,
+                         "contiguous")
+    window = torch.empty(shape[0] * shape[1] + 1, dtype=dtype)[1:].view(shape)
+    triton_([(window, spec)], seed)
+    assert_bitwise_equal(window, expected, "start not 16-byte aligned")
+    strided = torch.empty(shape[1], shape[0], dtype=dtype).t()
+    triton_([(strided, spec)], seed)
+    assert_bitwise_equal(strided, expected, "transposed")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tensor=views(max_side=40), spec=SPEC, seed=U64)
+def test_random_views(tensor, spec, seed):
+    expected = reference_of(tensor, spec, seed)
+    triton_([(tensor, spec)], seed)
+    assert_bitwise_equal(tensor, expected, f"{spec} {tensor.dtype} {tuple(tensor.shape)}")
+
+
+def test_multi_tensor_list():
+    storage = torch.empty(5000)
+    items = [
+        (torch.empty(100, 64, dtype=torch.bfloat16), fusedinit.Normal(0, 0.02, padding_idx=0, stream=1)),
+        (torch.empty(64, 64), fusedinit.TruncNormal(0, 0.02, -0.04, 0.04, stream=2)),
+        (torch.empty(0, 5), fusedinit.Normal(stream=9)),
+        (torch.empty(64), fusedinit.Constant(0.0)),
+        (storage[1:8], fusedinit.Normal(stream=4)),
+        (storage[8:2100], fusedinit.Uniform(stream=10)),
+        (torch.empty(64, dtype=torch.float16), fusedinit.Constant(1.0)),
+        (torch.empty(17, 3, dtype=torch.float64), fusedinit.Uniform(-0.1, 0.1, stream=3)),
+        (torch.empty(40, 30, dtype=torch.float16).t(), fusedinit.Normal(1, 2, stream=5)),
+        (torch.empty(BLOCK * 2 + 8, dtype=torch.bfloat16)[8:], fusedinit.Normal(stream=6)),
+        (torch.empty(()), fusedinit.Uniform(stream=7)),
+    ]
+    triton_(items, 1234)
+    for i, (tensor, spec) in enumerate(items):
+        assert_bitwise_equal(tensor, reference_of(tensor, spec, 1234), f"items[{i}] {spec}")
+
+
+def test_extreme_parameters():
+    specs = [fusedinit.Uniform(-1.5e38, 1.5e38), fusedinit.Normal(0, 1e-30), fusedinit.Normal(0, 1e5),
+             fusedinit.Normal(2, 0), fusedinit.Uniform(1, 1 + 2**-20),
+             fusedinit.TruncNormal(0, 1, 4.5, 5.5), fusedinit.TruncNormal(0, 1, -5.5, -4.5)]
+    for spec in specs:
+        for dtype in DTYPES:
+            out = triton_([(torch.empty(1031, dtype=dtype), spec)], 11)[0]
+            assert_bitwise_equal(out, reference_of(out, spec, 11), f"{spec} {dtype}")
+
+
+def test_every_word_pattern_through_the_transforms():
+    """Counters whose words hit the clz extremes: a large tensor slice checked at its ends."""
+    t = torch.empty(4 * BLOCK + 3)
+    fusedinit.normal_(t, seed=0, backend="triton")
+    assert_bitwise_equal(t, reference_of(t, fusedinit.Normal(), 0))
+
+
+def test_too_many_strided_dims_is_a_clear_error():
+    view = torch.empty([3] * 9)[(slice(0, 2),) * 9]
+    before = view.clone()
+    with pytest.raises(RuntimeError, match=r"tensors\[0\] needs 9 strided dimensions"):
+        triton_([(view, fusedinit.Normal())], 1)
+    assert torch.equal(view, before)
