@@ -265,6 +265,8 @@ def main(argv=None) -> int:
                         help='print {"cuda": {"float32": N, "bfloat16": N}, "triton": {...}} '
                              "(SASS instructions per element) and nothing else")
     parser.add_argument("--arch", type=int, default=90)
+    parser.add_argument("--check", action="store_true",
+                        help="also fail (exit 2) on spills or stores narrower than 16 bytes")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         report = {"cuda": cuda_report(args.arch, pathlib.Path(tmp)),
@@ -279,6 +281,12 @@ def main(argv=None) -> int:
         print("PTX with inexact float ops (breaks bit-exactness):", *bad[:20], sep="\n  ",
               file=sys.stderr)
         return 1
+    weak = [f"{k} {d}: {r['spills']} bytes spilled, {r['store_bytes']}-byte stores"
+            for k in report for d, r in report[k]["rows"].items()
+            if r["spills"] or r["store_bytes"] < 16]
+    if args.check and weak:
+        print("hot paths with spills or narrow stores:", *weak, sep="\n  ", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -92,3 +92,8 @@ def test_too_many_strided_dims_is_a_clear_error():
     with pytest.raises(RuntimeError, match=r"tensors\[0\] needs 9 strided dimensions"):
         triton_([(view, fusedinit.Normal())], 1)
     assert torch.equal(view, before)
+
+
+def test_negative_zero_constant():
+    t = triton_([(torch.empty(5, dtype=torch.bfloat16), fusedinit.Constant(-0.0))], 1)[0]
+    assert torch.signbit(t).all() and (t == 0).all()

@@ -116,3 +116,9 @@ def test_cuda_kernel_is_registered():
     """With a CUDA torch the build compiles and links the CUDA kernels (no GPU needed)."""
     assert torch._C._dispatch_has_kernel_for_dispatch_key("fusedinit::init_", "CUDA")
     assert "cuda" in fusedinit.available_backends()
+
+
+def test_negative_zero_constant():
+    for dtype in DTYPES:
+        t = emulate_cuda_([(torch.empty(37, dtype=dtype), fusedinit.Constant(-0.0))], seed=1)[0]
+        assert torch.signbit(t).all() and (t == 0).all()

@@ -248,7 +248,7 @@ def init_kernel(base, meta, params, table, num_tensors,
     idx = begin + rows[:, None] * UNIT + lane            # logical element index
     group0 = begin // 4 + rows * (UNIT // 4)
     if kind == 3:
-        v = tl.zeros((ROWS, UNIT), tl.float32) + p0
+        v = _f32(tl.zeros((ROWS, UNIT), tl.uint32) | _bits(p0))  # exact, -0.0 included
     else:
         w = tl.zeros((ROWS, UNIT), tl.uint32)
         for h in tl.static_range(UNIT // 4):
