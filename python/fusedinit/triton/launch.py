@@ -75,36 +75,45 @@ def init_(tensors: Sequence[torch.Tensor], kinds, params, streams, padding_rows,
                 [padding_rows[i] for i in group], seed)
 
 
+def _meta_row(t: torch.Tensor, offset: int, first_block: int, kind: int, stream: int,
+              padding_row: int, seed: int, strided: bool) -> List[int]:
+    row = [0] * K.META_COLS
+    row[K.COL_OFFSET] = offset
+    row[K.COL_NUMEL] = t.numel()
+    row[K.COL_FIRST_BLOCK] = first_block
+    if padding_row >= 0:
+        width = t.numel() // t.shape[0]
+        row[K.COL_PAD_BEGIN] = padding_row * width
+        row[K.COL_PAD_END] = (padding_row + 1) * width
+    row[K.COL_STREAM_LO], row[K.COL_STREAM_HI] = stream & 0xFFFFFFFF, stream >> 32
+    row[K.COL_SEED_LO], row[K.COL_SEED_HI] = seed & 0xFFFFFFFF, seed >> 32
+    row[K.COL_KIND] = kind
+    if strided:
+        sizes, strides = merged_dims(t)
+        row[K.COL_NDIM] = len(sizes)
+        row[K.COL_SIZES: K.COL_SIZES + len(sizes)] = sizes
+        row[K.COL_SIZES + K.MAX_DIMS: K.COL_SIZES + K.MAX_DIMS + len(strides)] = strides
+    return row
+
+
 def _launch(dtype, layout, tensors, kinds, params, streams, padding_rows, seed):
     device = tensors[0].device
     esize = tensors[0].element_size()
     base = tensors[0]
-    meta = torch.zeros(len(tensors), K.META_COLS, dtype=torch.int64)
-    first_block = 0
+    rows, first_block = [], 0
     for j, t in enumerate(tensors):
-        row = meta[j]
-        row[K.COL_OFFSET] = (t.data_ptr() - base.data_ptr()) // esize
-        row[K.COL_NUMEL] = t.numel()
-        row[K.COL_FIRST_BLOCK] = first_block
-        if padding_rows[j] >= 0:
-            width = t.numel() // t.shape[0]
-            row[K.COL_PAD_BEGIN] = padding_rows[j] * width
-            row[K.COL_PAD_END] = (padding_rows[j] + 1) * width
-        row[K.COL_STREAM_LO] = streams[j] & 0xFFFFFFFF
-        row[K.COL_STREAM_HI] = streams[j] >> 32
-        row[K.COL_SEED_LO] = seed & 0xFFFFFFFF
-        row[K.COL_SEED_HI] = seed >> 32
-        row[K.COL_KIND] = kinds[j]
-        sizes, strides = merged_dims(t)
-        row[K.COL_NDIM] = len(sizes)
-        if layout == "strided":
-            row[K.COL_SIZES: K.COL_SIZES + len(sizes)] = torch.tensor(sizes)
-            row[K.COL_SIZES + K.MAX_DIMS: K.COL_SIZES + K.MAX_DIMS + len(strides)] = torch.tensor(strides)
+        rows.append(_meta_row(t, (t.data_ptr() - base.data_ptr()) // esize, first_block, kinds[j],
+                              streams[j], padding_rows[j], seed, layout == "strided"))
         first_block += -(-t.numel() // BLOCK)
+    meta = torch.tensor(rows, dtype=torch.int64)
     flat_params = torch.tensor([float(x) for p in params for x in p], dtype=torch.float32)
-    # The base tensor's pointer is the kernel's pointer; a view starting at it keeps its dtype.
+    non_blocking = device.type == "cuda"
+    if non_blocking:
+        meta, flat_params = meta.pin_memory(), flat_params.pin_memory()
+    # The first tensor is the kernel's pointer; the others are element offsets from it.
     K.init_kernel[(first_block,)](
-        base, meta.to(device), flat_params.to(device), normal_table(device), len(tensors),
+        base, meta.to(device, non_blocking=non_blocking),
+        flat_params.to(device, non_blocking=non_blocking), normal_table(device), len(tensors),
         STORE=_STORE[dtype], STRIDED=layout == "strided", ALIGNED=layout == "aligned",
         NATIVE=not interpreting(), UNIT=8 if esize == 2 else 4, BLOCK=BLOCK,
         SEARCH_STEPS=math.ceil(math.log2(len(tensors))) if len(tensors) > 1 else 0,

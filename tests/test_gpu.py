@@ -1,0 +1,108 @@
+"""On a real GPU: the CUDA and Triton kernels equal the CPU kernel and the reference bit for
+bit, one launch per call, the current stream, more than 2^31 elements. Skipped without a GPU."""
+import pytest
+import torch
+
+import fusedinit
+from fusedinit import reference
+from fusedinit._kinds import NORMAL
+from conftest import DTYPES, assert_bitwise_equal
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+SPECS = [fusedinit.Normal(0.1, 1.5, stream=2**63 + 5), fusedinit.Uniform(-1.0, 2.0, stream=3),
+         fusedinit.TruncNormal(0.0, 1.0, -1.5, 0.5), fusedinit.Constant(-0.0),
+         fusedinit.Normal(0.0, 0.02, padding_idx=1), fusedinit.Uniform(-1.5e38, 1.5e38),
+         fusedinit.Normal(0, 1e-30), fusedinit.Normal(0, 1e5),
+         fusedinit.TruncNormal(0, 1, 4.5, 5.5)]
+
+
+def gpu_backends():
+    names = []
+    if fusedinit._ops.has_kernel("cuda"):
+        names.append("cuda")
+    if "triton" in fusedinit.available_backends():
+        names.append("triton")
+    return names
+
+
+def layouts(shape, dtype, device):
+    yield "contiguous", torch.empty(shape, dtype=dtype, device=device)
+    n = shape[0] * shape[1]
+    yield "unaligned", torch.empty(n + 1, dtype=dtype, device=device)[1:].view(shape)
+    yield "transposed", torch.empty(shape[1], shape[0], dtype=dtype, device=device).t()
+
+
+@pytest.mark.parametrize("backend", gpu_backends())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("spec", SPECS, ids=str)
+def test_gpu_equals_cpu(backend, dtype, spec):
+    shape = (7, 10007)  # several blocks / chunks, a partial last unit
+    seed = 2**64 - 3
+    expected = fusedinit.init_many_([(torch.empty(shape, dtype=dtype), spec)], seed=seed)[0]
+    for name, t in layouts(shape, dtype, "cuda"):
+        fusedinit.init_many_([(t, spec)], seed=seed, backend=backend)
+        assert_bitwise_equal(t.cpu(), expected, f"{backend} {name}")
+
+
+@pytest.mark.parametrize("backend", gpu_backends())
+def test_multi_tensor_list(backend):
+    dev = "cuda"
+    items = [
+        (torch.empty(1000, 64, dtype=torch.bfloat16, device=dev), fusedinit.Normal(0, 0.02, padding_idx=0, stream=1)),
+        (torch.empty(64, 64, device=dev), fusedinit.TruncNormal(0, 0.02, -0.04, 0.04, stream=2)),
+        (torch.empty(0, 5, device=dev), fusedinit.Normal(stream=9)),
+        (torch.empty(64, device=dev), fusedinit.Constant(0.0)),
+        (torch.empty(64, dtype=torch.float16, device=dev), fusedinit.Constant(1.0)),
+        (torch.empty(17, 3, dtype=torch.float64, device=dev), fusedinit.Uniform(-0.1, 0.1, stream=3)),
+        (torch.empty(40, 30, dtype=torch.float16, device=dev).t(), fusedinit.Normal(1, 2, stream=5)),
+        (torch.empty((), device=dev), fusedinit.Uniform(stream=7)),
+    ] + [(torch.empty(i + 1, 33, device=dev), fusedinit.Normal(stream=100 + i)) for i in range(40)]
+    fusedinit.init_many_(items, seed=1234, backend=backend)
+    for i, (tensor, spec) in enumerate(items):
+        expected = fusedinit.init_many_([(torch.empty(tensor.shape, dtype=tensor.dtype), spec)],
+                                        seed=1234)[0]
+        assert_bitwise_equal(tensor.cpu(), expected, f"items[{i}] {spec}")
+
+
+def test_cuda_is_one_launch_for_many_tensors():
+    if not fusedinit._ops.has_kernel("cuda"):
+        pytest.skip("built without CUDA kernels")
+    items = [(torch.empty(i + 1, 100, device="cuda", dtype=dt), fusedinit.Normal(stream=i))
+             for i in range(50) for dt in (torch.float32, torch.bfloat16)]
+    fusedinit.init_many_(items, seed=1)  # warm up
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fusedinit.init_many_(items, seed=1)
+        torch.cuda.synchronize()
+    launches = [e for e in prof.events() if "init_kernel" in e.name]
+    assert len(launches) == 1, [e.name for e in prof.events()]
+
+
+@pytest.mark.parametrize("backend", gpu_backends())
+def test_current_stream(backend):
+    side = torch.cuda.Stream()
+    t = torch.zeros(1 << 22, device="cuda")
+    with torch.cuda.stream(side):
+        fusedinit.normal_(t, seed=5, backend=backend)
+        snapshot = t.clone()  # ordered after the init on the same stream
+    side.synchronize()
+    assert_bitwise_equal(snapshot.cpu(), fusedinit.normal_(torch.empty(1 << 22), seed=5))
+
+
+@pytest.mark.parametrize("backend", gpu_backends())
+def test_more_than_2_31_elements(backend):
+    rows, cols = 2**16 + 3, 2**15 + 1
+    n = rows * cols
+    t = torch.empty(rows, cols, dtype=torch.bfloat16, device="cuda")
+    seed, stream, pad = 2**64 - 5, 11, rows - 2
+    fusedinit.normal_(t, 0.0, 1.0, padding_idx=pad, seed=seed, stream=stream, backend=backend)
+    flat = t.view(-1)
+    for centre in (0, 2**31, n - 64, (pad - 1) * cols):
+        idx = torch.arange(max(0, centre - 64), min(n, centre + 64), dtype=torch.int64)
+        expected = reference.values_at(idx, kind=NORMAL, params=[0.0, 1.0, 0, 0, 0, 0], seed=seed,
+                                       stream=stream, dtype=torch.bfloat16)
+        assert_bitwise_equal(flat[idx.cuda()].cpu(), expected, f"around index {centre}")
+    assert (t[pad] == 0).all()
+    assert int((t == 0).sum()) == cols and not torch.isnan(t).any()
+    del t
+    torch.cuda.empty_cache()
