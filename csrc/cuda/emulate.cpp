@@ -24,7 +24,7 @@ void emulate_cuda_init_(at::TensorList tensors, at::IntArrayRef kinds, at::Array
   float table[kNormalTableRows * kTableStride];  // the block's shared memory
   for (int i = 0; i < kNormalTableRows * kTableStride; ++i) table[i] = table_entry(i);
   const LaunchArgs args{plan.descs.data(), static_cast<int64_t>(plan.descs.size()),
-                        plan.total_chunks, static_cast<uint64_t>(seed)};
+                        plan.total_chunks, seed_keys(seed)};
   for (int64_t b = 0; b < grid; ++b) {
     for (int64_t t = 0; t < block_dim; ++t) {
       thread_body(args, RowTable{table}, b, grid, static_cast<int>(t), static_cast<int>(block_dim));

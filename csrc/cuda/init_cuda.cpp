@@ -41,7 +41,7 @@ void init_cuda_(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<doub
                                         device.index()));
   const LaunchArgs args{reinterpret_cast<const TensorDesc*>(table.data_ptr()),
                         static_cast<int64_t>(plan.descs.size()), plan.total_chunks,
-                        static_cast<uint64_t>(seed)};
+                        seed_keys(seed)};
   launch_init(args, grid_size(plan.total_chunks, multiprocessors), stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

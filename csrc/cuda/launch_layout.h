@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "fusedinit/rng_math.h"
+
 namespace fusedinit {
 namespace gpu {
 
@@ -34,7 +36,7 @@ struct LaunchArgs {
   const TensorDesc* descs;
   int64_t num_tensors;
   int64_t total_chunks;
-  uint64_t seed;
+  RoundKeys keys;  // Philox round keys of the seed: kernel parameters, read as operands
 };
 
 }  // namespace gpu

@@ -22,6 +22,12 @@ LaunchPlan make_launch_plan(at::TensorList tensors, at::IntArrayRef kinds,
                             at::ArrayRef<double> params, at::IntArrayRef streams,
                             at::IntArrayRef padding_rows);
 
+// The seed's Philox round keys (the seed's int64 bits as uint64).
+inline RoundKeys seed_keys(int64_t seed) {
+  const uint64_t s = static_cast<uint64_t>(seed);
+  return philox_round_keys(static_cast<uint32_t>(s), static_cast<uint32_t>(s >> 32));
+}
+
 // Blocks for a launch: enough to fill the device, never more than there are chunks.
 int64_t grid_size(int64_t total_chunks, int64_t multiprocessors);
 

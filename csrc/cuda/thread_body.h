@@ -136,16 +136,16 @@ FI_HD int store_size(Store s) {
 // ---- values ------------------------------------------------------------------------------
 // The four values of logical group g (elements 4g .. 4g+3) of a tensor, before rounding.
 template <int K, class Rows>
-FI_HD void group_values(const TensorDesc& d, uint64_t seed, int64_t g, const Rows& rows,
+FI_HD void group_values(const TensorDesc& d, const RoundKeys& keys, int64_t g, const Rows& rows,
                         float v[4]) {
   if constexpr (K == kConstant) {
     v[0] = v[1] = v[2] = v[3] = d.p[0];
   } else {
     const uint64_t gu = static_cast<uint64_t>(g);
-    const Words4 w = philox4x32_10(static_cast<uint32_t>(gu), static_cast<uint32_t>(gu >> 32),
-                                   static_cast<uint32_t>(d.stream),
-                                   static_cast<uint32_t>(d.stream >> 32),
-                                   static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+    const Words4 w = philox4x32_10_keyed(static_cast<uint32_t>(gu),
+                                         static_cast<uint32_t>(gu >> 32),
+                                         static_cast<uint32_t>(d.stream),
+                                         static_cast<uint32_t>(d.stream >> 32), keys);
 #pragma unroll
     for (int l = 0; l < 4; ++l) {
       if constexpr (K == kNormal) {
@@ -172,20 +172,23 @@ FI_HD float finish_uniform(Store s, float v, float b) {
   }
 }
 
-template <int K>
-FI_HD void finish_values(const TensorDesc& d, Store s, int n, float* v) {
+template <int K, int N>
+FI_HD void finish_values(const TensorDesc& d, Store s, float* v) {
   if constexpr (K == kUniform) {
     if (d.p[0] < d.p[1]) {
-      for (int l = 0; l < n; ++l) v[l] = finish_uniform(s, v[l], d.p[1]);
+#pragma unroll
+      for (int l = 0; l < N; ++l) v[l] = finish_uniform(s, v[l], d.p[1]);
     }
   }
 }
 
 // Zero the values of `n` consecutive elements starting at logical index `first` that fall in
 // the padding row.
-FI_HD void zero_padding(const TensorDesc& d, int64_t first, int n, float* v) {
-  if (first < d.pad_end && first + n > d.pad_begin) {
-    for (int l = 0; l < n; ++l) {
+template <int N>
+FI_HD void zero_padding(const TensorDesc& d, int64_t first, float* v) {
+  if (first < d.pad_end && first + N > d.pad_begin) {
+#pragma unroll
+    for (int l = 0; l < N; ++l) {
       const int64_t i = first + l;
       if (i >= d.pad_begin && i < d.pad_end) v[l] = 0.0f;
     }
@@ -204,39 +207,55 @@ FI_HD int64_t strided_offset(const TensorDesc& d, int64_t i) {
 }
 
 // Contiguous, 16-byte aligned tensor: each thread writes whole 16-byte units, consecutive
-// threads consecutive units; a unit cut by the end of the tensor is written element-wise.
-template <int K, Store S, class Rows>
-FI_HD void run_vector(const TensorDesc& d, uint64_t seed, const Rows& rows, int64_t begin,
-                      int64_t end, int thread, int block_dim) {
+// threads consecutive units. kChecks: the range may hold the padding row or end inside a
+// unit (written element-wise); chunks without either run the loop without those tests.
+template <int K, Store S, bool kChecks, class Rows>
+FI_HD void vector_loop(const TensorDesc& d, const RoundKeys& keys, const Rows& rows,
+                       int64_t begin, int64_t end, int thread, int block_dim) {
   constexpr int kUnit = StoreTraits<S>::kUnit;
   constexpr int kSize = StoreTraits<S>::kSize;
   for (int64_t first = begin + static_cast<int64_t>(thread) * kUnit; first < end;
        first += static_cast<int64_t>(block_dim) * kUnit) {
     float v[kUnit];
 #pragma unroll
-    for (int h = 0; h < kUnit / 4; ++h) group_values<K>(d, seed, first / 4 + h, rows, v + 4 * h);
-    finish_values<K>(d, S, kUnit, v);
-    zero_padding(d, first, kUnit, v);
-    if (first + kUnit <= end) {
+    for (int h = 0; h < kUnit / 4; ++h) group_values<K>(d, keys, first / 4 + h, rows, v + 4 * h);
+    finish_values<K, kUnit>(d, S, v);
+    if (kChecks) zero_padding<kUnit>(d, first, v);
+    if (!kChecks || first + kUnit <= end) {
       store_unit<S>(d.data + first * kSize, v);
     } else {
-      for (int l = 0; first + l < end; ++l) store_one(d.data + (first + l) * kSize, S, v[l]);
+#pragma unroll
+      for (int l = 0; l < kUnit; ++l) {  // constant indices keep v in registers
+        if (first + l < end) store_one(d.data + (first + l) * kSize, S, v[l]);
+      }
     }
+  }
+}
+
+template <int K, Store S, class Rows>
+FI_HD void run_vector(const TensorDesc& d, const RoundKeys& keys, const Rows& rows,
+                      int64_t begin, int64_t end, int thread, int block_dim) {
+  constexpr int kUnit = StoreTraits<S>::kUnit;
+  const bool checks = (begin < d.pad_end && end > d.pad_begin) || (end - begin) % kUnit != 0;
+  if (checks) {
+    vector_loop<K, S, true>(d, keys, rows, begin, end, thread, block_dim);
+  } else {
+    vector_loop<K, S, false>(d, keys, rows, begin, end, thread, block_dim);
   }
 }
 
 // Any other layout (strided, or a start that is not 16-byte aligned): one group of four
 // elements per step, each stored at its own offset.
 template <int K, class Rows>
-FI_HD void run_strided(const TensorDesc& d, uint64_t seed, const Rows& rows, int64_t begin,
+FI_HD void run_strided(const TensorDesc& d, const RoundKeys& keys, const Rows& rows, int64_t begin,
                        int64_t end, int thread, int block_dim) {
   const int esize = store_size(d.store);
   for (int64_t first = begin + static_cast<int64_t>(thread) * 4; first < end;
        first += static_cast<int64_t>(block_dim) * 4) {
     float v[4];
-    group_values<K>(d, seed, first / 4, rows, v);
-    finish_values<K>(d, d.store, 4, v);
-    zero_padding(d, first, 4, v);
+    group_values<K>(d, keys, first / 4, rows, v);
+    finish_values<K, 4>(d, d.store, v);
+    zero_padding<4>(d, first, v);
     for (int l = 0; l < 4 && first + l < end; ++l) {
       store_one(d.data + strided_offset(d, first + l) * esize, d.store, v[l]);
     }
@@ -244,18 +263,18 @@ FI_HD void run_strided(const TensorDesc& d, uint64_t seed, const Rows& rows, int
 }
 
 template <int K, class Rows>
-FI_HD void run_kind(const TensorDesc& d, uint64_t seed, const Rows& rows, int64_t begin,
+FI_HD void run_kind(const TensorDesc& d, const RoundKeys& keys, const Rows& rows, int64_t begin,
                     int64_t end, int thread, int block_dim) {
-  if (!d.vector) return run_strided<K>(d, seed, rows, begin, end, thread, block_dim);
+  if (!d.vector) return run_strided<K>(d, keys, rows, begin, end, thread, block_dim);
   switch (d.store) {
     case Store::kFloat32:
-      return run_vector<K, Store::kFloat32>(d, seed, rows, begin, end, thread, block_dim);
+      return run_vector<K, Store::kFloat32>(d, keys, rows, begin, end, thread, block_dim);
     case Store::kFloat64:
-      return run_vector<K, Store::kFloat64>(d, seed, rows, begin, end, thread, block_dim);
+      return run_vector<K, Store::kFloat64>(d, keys, rows, begin, end, thread, block_dim);
     case Store::kBFloat16:
-      return run_vector<K, Store::kBFloat16>(d, seed, rows, begin, end, thread, block_dim);
+      return run_vector<K, Store::kBFloat16>(d, keys, rows, begin, end, thread, block_dim);
     case Store::kFloat16:
-      return run_vector<K, Store::kFloat16>(d, seed, rows, begin, end, thread, block_dim);
+      return run_vector<K, Store::kFloat16>(d, keys, rows, begin, end, thread, block_dim);
   }
 }
 
@@ -275,22 +294,24 @@ template <class Rows>
 FI_HD void thread_body(const LaunchArgs& a, const Rows& rows, int64_t block, int64_t grid,
                        int thread, int block_dim) {
   for (int64_t chunk = block; chunk < a.total_chunks; chunk += grid) {
-    const TensorDesc& d = a.descs[tensor_of_chunk(a, chunk)];
+    // A copy: the stores below could alias the table as far as the compiler knows, and a
+    // reference would make it reload every field in every iteration.
+    const TensorDesc d = a.descs[tensor_of_chunk(a, chunk)];
     const int64_t begin = (chunk - d.first_chunk) * kChunk;
     const int64_t end = begin + kChunk < d.numel ? begin + kChunk : d.numel;
 #if defined(FUSEDINIT_SASS_PROBE_KIND)
     // benchmarks/sass_report.py builds one (distribution, dtype) loop alone to count its SASS.
     run_vector<FUSEDINIT_SASS_PROBE_KIND, static_cast<Store>(FUSEDINIT_SASS_PROBE_STORE)>(
-        d, a.seed, rows, begin, end, thread, block_dim);
+        d, a.keys, rows, begin, end, thread, block_dim);
     continue;
 #endif
     switch (d.kind) {
-      case kNormal: run_kind<kNormal>(d, a.seed, rows, begin, end, thread, block_dim); break;
-      case kUniform: run_kind<kUniform>(d, a.seed, rows, begin, end, thread, block_dim); break;
+      case kNormal: run_kind<kNormal>(d, a.keys, rows, begin, end, thread, block_dim); break;
+      case kUniform: run_kind<kUniform>(d, a.keys, rows, begin, end, thread, block_dim); break;
       case kTruncNormal:
-        run_kind<kTruncNormal>(d, a.seed, rows, begin, end, thread, block_dim);
+        run_kind<kTruncNormal>(d, a.keys, rows, begin, end, thread, block_dim);
         break;
-      default: run_kind<kConstant>(d, a.seed, rows, begin, end, thread, block_dim); break;
+      default: run_kind<kConstant>(d, a.keys, rows, begin, end, thread, block_dim); break;
     }
   }
 }

@@ -47,23 +47,45 @@ struct Words4 {
   uint32_t v[4];
 };
 
-FI_HD Words4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
-                           uint32_t k1) {
+// The key of each round: (k0 + r * W0, k1 + r * W1). A GPU kernel computes them once per
+// launch so that every round reads its key as an operand instead of adding it again.
+struct RoundKeys {
+  uint32_t k0[kPhiloxRounds];
+  uint32_t k1[kPhiloxRounds];
+};
+
+FI_HD RoundKeys philox_round_keys(uint32_t k0, uint32_t k1) {
+  RoundKeys keys;
   for (int round = 0; round < kPhiloxRounds; ++round) {
-    if (round > 0) {
-      k0 += kPhiloxW0;
-      k1 += kPhiloxW1;
-    }
+    keys.k0[round] = k0;
+    keys.k1[round] = k1;
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+  return keys;
+}
+
+FI_HD Words4 philox4x32_10_keyed(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
+                                 const RoundKeys& keys) {
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int round = 0; round < kPhiloxRounds; ++round) {
     const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c0;
     const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c2;
-    const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
-    const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
+    const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ keys.k0[round];
+    const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ keys.k1[round];
     c1 = static_cast<uint32_t>(p1);
     c3 = static_cast<uint32_t>(p0);
     c0 = n0;
     c2 = n2;
   }
   return Words4{{c0, c1, c2, c3}};
+}
+
+FI_HD Words4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
+                           uint32_t k1) {
+  return philox4x32_10_keyed(c0, c1, c2, c3, philox_round_keys(k0, k1));
 }
 
 // The 32-bit word for logical element `index` of stream `stream` under `seed`:
@@ -175,7 +197,8 @@ struct QuantileArg {
 };
 
 FI_HD QuantileArg quantile_arg(uint32_t octave, uint32_t mant23) {
-  return QuantileArg{octave * 2 + (mant23 >> 22), sub_rn(bits_to_float(0x3f800000u | mant23), 1.5f)};
+  // + rather than | (the same for mant23 < 2^23) lets a compiler fold it into the extraction.
+  return QuantileArg{octave * 2 + (mant23 >> 22), sub_rn(bits_to_float(0x3f800000u + mant23), 1.5f)};
 }
 
 FI_HD float quantile_poly(float s, float c0, float c1, float c2, float c3, float c4, float c5) {
@@ -204,8 +227,16 @@ struct NormalWord {
 
 FI_HD NormalWord normal_word(uint32_t w) {
   const uint32_t k = (w << 1) | 1u;
+#if defined(__CUDA_ARCH__)
+  // The same numbers with fewer instructions: bfind gives the octave (the highest set bit)
+  // directly, and since k << lz has its top bit set, (k << lz) >> 8 is 2^23 + mant23.
+  uint32_t octave;
+  asm("bfind.u32 %0, %1;" : "=r"(octave) : "r"(k));
+  return NormalWord{octave, ((k << (31u - octave)) >> 8) - 0x800000u};
+#else
   const int lz = clz32(k);
   return NormalWord{static_cast<uint32_t>(31 - lz), ((k << lz) >> 8) & 0x7fffffu};
+#endif
 }
 
 // The top bit of the word is the sign of the normal.

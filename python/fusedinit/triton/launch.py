@@ -12,8 +12,8 @@ from .._normal_table import COEFFS
 from . import interpreting
 from . import kernel as K
 
-BLOCK = 2048
-NUM_WARPS = 4
+BLOCK = 4096
+NUM_WARPS = 8
 _STORE = {torch.float32: K.F32, torch.float64: K.F64, torch.bfloat16: K.BF16, torch.float16: K.F16}
 _tables: Dict[torch.device, torch.Tensor] = {}
 
