@@ -21,7 +21,7 @@ def compile_kernel(dtype: torch.dtype = torch.float32, *, arch: int = 90, layout
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    signature = {"base": _PTR[dtype], "meta": "*i64", "params": "*fp32", "table": "*fp32",
+    signature = {"base": _PTR[dtype], "meta": "*i64", "params": "*fp32", "table": "*i64",
                  "num_tensors": "i32"}
     constexprs = {
         "STORE": _STORE[dtype], "STRIDED": layout == "strided", "ALIGNED": layout == "aligned",

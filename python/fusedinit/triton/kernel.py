@@ -89,14 +89,28 @@ def _bits(x):
 def _half_normal_quantile(octave, mant23, table):
     row = octave * 2 + (mant23 >> 22)
     s = _f32(mant23 | 0x3f800000) - 1.5
-    coeffs = table + row * _TABLE_STRIDE
-    r = tl.load(coeffs + 5)
-    r = r * s + tl.load(coeffs + 4)
-    r = r * s + tl.load(coeffs + 3)
-    r = r * s + tl.load(coeffs + 2)
-    r = r * s + tl.load(coeffs + 1)
-    r = r * s + tl.load(coeffs + 0)
+    # The table as int64 pairs of float32 (c0|c1, c2|c3, c4|c5, pad): three 8-byte loads a row.
+    pairs = table + row * (_TABLE_STRIDE // 2)
+    c01 = tl.load(pairs + 0)
+    c23 = tl.load(pairs + 1)
+    c45 = tl.load(pairs + 2)
+    r = _hi_f32(c45)
+    r = r * s + _lo_f32(c45)
+    r = r * s + _hi_f32(c23)
+    r = r * s + _lo_f32(c23)
+    r = r * s + _hi_f32(c01)
+    r = r * s + _lo_f32(c01)
     return r
+
+
+@triton.jit
+def _lo_f32(pair):
+    return pair.to(tl.uint32).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _hi_f32(pair):
+    return (pair >> 32).to(tl.uint32).to(tl.float32, bitcast=True)
 
 
 @triton.jit

@@ -19,13 +19,14 @@ _tables: Dict[torch.device, torch.Tensor] = {}
 
 
 def normal_table(device: torch.device) -> torch.Tensor:
-    """The 64 x 8 row-major coefficient table (float32) on `device`, made once per device."""
+    """The 64 x 8 row-major coefficient table on `device`, made once per device."""
     if device not in _tables:
         rows = torch.zeros(64, K.TABLE_STRIDE, dtype=torch.int32)
         for k, column in enumerate(COEFFS):
             rows[:, k] = torch.tensor([b - (1 << 32) if b >= 1 << 31 else b for b in column],
                                       dtype=torch.int32)
-        _tables[device] = rows.view(torch.float32).flatten().to(device)
+        # int64 pairs of float32 bit patterns (little endian: even coefficient in the low half).
+        _tables[device] = rows.flatten().view(torch.int64).to(device)
     return _tables[device]
 
 
