@@ -4,6 +4,10 @@ from . import reference
 from ._ops import HAS_EXTENSION
 from .api import init_many_, normal_, trunc_normal_, uniform_
 from .specs import Constant, Normal, TruncNormal, Uniform
+from .streams import param_stream
+from .modules import init_module_
+from . import hf
+from .hf import from_config, patch_transformers, patched_transformers, unpatch_transformers
 
 __version__ = "0.1.0"
 
@@ -22,4 +26,6 @@ def available_backends():
 
 __all__ = ["normal_", "uniform_", "trunc_normal_", "init_many_", "Normal", "Uniform",
            "TruncNormal", "Constant", "reference", "available_backends", "HAS_EXTENSION",
+           "init_module_", "param_stream", "hf", "from_config", "patch_transformers",
+           "unpatch_transformers", "patched_transformers",
            "__version__"]

@@ -80,13 +80,15 @@ def from_config(config, *, model_class=None, device=None, dtype: Optional[torch.
     device = torch.device(device if device is not None else "cpu")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
+    # Auto classes have from_config, model classes _from_config (same arguments).
+    build = getattr(model_class, "from_config", None) or model_class._from_config
     if dtype is not None:
         # transformers 5 takes dtype=, 4.x torch_dtype=
-        params = inspect.signature(model_class.from_config).parameters
+        params = inspect.signature(build).parameters
         kwargs["dtype" if "dtype" in params or _transformers_major() >= 5 else "torch_dtype"] = dtype
     steps = tqdm(total=4, desc="fusedinit.from_config", disable=not progress)
     with _parameters_on_meta(), _no_init_weights():
-        model = model_class.from_config(config, **kwargs)
+        model = build(config, **kwargs)
     steps.update()
     materialize_(model, device, progress)
     steps.update()

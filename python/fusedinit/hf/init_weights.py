@@ -7,8 +7,8 @@ to transformers' own base method. std comes from the config as transformers take
 
 Batching: inside a recording pass (patch_transformers, from_config) the writes join its queue.
 Otherwise, during an `initialize_weights` pass of a model whose `_init_weights` is exactly this
-function, writes are queued per pass and flushed when the pass reaches the root module (the
-last one it visits): one op call per device. When a subclass overrides `_init_weights` (it may
+function, writes are queued and flushed when that `initialize_weights` returns: one op call
+per device. When a subclass overrides `_init_weights` (it may
 write after calling this one) each call writes immediately, so the override's writes land last."""
 from __future__ import annotations
 
@@ -52,16 +52,31 @@ def _pass_root():
 
 
 def _pass_session(model) -> Optional[InitSession]:
-    """The queue of the running pass when batching is safe (no override of _init_weights)."""
+    """The queue of the running pass when batching is safe (no override of _init_weights).
+    It is flushed when the pass's `initialize_weights` frame returns: a profile hook (chained
+    to any profiler already set) watches for that one return, whatever transformers skips."""
     if type(model)._init_weights is not fused_init_weights:
         return None
     root, frame = _pass_root()
     if root is None:
         return None
     state = getattr(_local, "pass_state", None)
-    if state is None or state[1] is not frame:  # a new pass (or a stale one that raised)
-        state = _local.pass_state = (InitSession(root, resolve_seed(None, None)), frame)
-    return state[0]
+    if state is not None and state[1] is frame:
+        return state[0]
+    session = InitSession(root, resolve_seed(None, None))
+    _local.pass_state = (session, frame)
+    previous = sys.getprofile()
+
+    def end_of_pass(f, event, arg):
+        if previous is not None:
+            previous(f, event, arg)
+        if f is frame and event == "return":
+            sys.setprofile(previous)
+            _local.pass_state = None
+            session.flush()
+
+    sys.setprofile(end_of_pass)
+    return session
 
 
 def fused_init_weights(self, module: nn.Module) -> None:
@@ -88,7 +103,5 @@ def fused_init_weights(self, module: nn.Module) -> None:
             target.queue(t, spec)
         else:
             t.data.zero_()  # num_batches_tracked
-    if target is not session and (owned is None or module is owned.root):
+    if target is not session and owned is None:
         target.flush()
-        if owned is not None:
-            _local.pass_state = None
