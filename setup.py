@@ -64,6 +64,7 @@ setup(
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "tqdm", "matplotlib"],
-    extras_require={"test": ["pytest", "hypothesis", "scipy", "expecttest"]},
+    extras_require={"test": ["pytest", "hypothesis", "scipy", "expecttest"],
+                    "hf": ["transformers>=4.57"]},
     entry_points={"console_scripts": ["fusedinit-bench=fusedinit.bench:main"]},
 )

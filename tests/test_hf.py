@@ -198,3 +198,25 @@ def test_init_module_prefix_matches_the_full_model():
     fusedinit.init_module_(layer, std=0.02, seed=5, prefix="model.layers.1.")
     for k, v in layer.state_dict().items():
         assert_bitwise_equal(v, model.state_dict()["model.layers.1." + k], k)
+
+
+def test_init_model_cli(tmp_path, capsys):
+    from fusedinit.__main__ import main
+
+    config, _ = FAMILIES["llama"]
+    config.save_pretrained(tmp_path)
+    assert main(["init-model", str(tmp_path / "config.json"), "--dtype", "bfloat16",
+                 "--compare-stock"]) == 0
+    out = capsys.readouterr().out
+    assert "LlamaForCausalLM" in out and "parameters" in out and "speedup" in out
+
+
+def test_presets_build_on_meta():
+    from fusedinit.hf.presets import PRESETS, load_config
+
+    counts = {}
+    for name in PRESETS:
+        with torch.device("meta"):
+            model = tf.AutoModelForCausalLM.from_config(load_config(name))
+        counts[name] = sum(p.numel() for p in model.parameters())
+    assert 0.7e9 < counts["llama-1b"] < 1.3e9 and 0.7e9 < counts["deepseek-v3-1b"] < 1.3e9, counts

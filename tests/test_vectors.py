@@ -62,3 +62,9 @@ def test_docs_show_the_vectors():
     assert " ".join(first["words"]) in text
     for case in first["values"].values():
         assert " ".join(case["bits"]) in text
+
+
+def test_param_stream_vector():
+    """docs/rng.md: the stream of a parameter name."""
+    import fusedinit
+    assert fusedinit.param_stream("lm_head.weight") == 8183605209020681030

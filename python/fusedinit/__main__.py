@@ -1,4 +1,4 @@
-"""Command line: `python -m fusedinit bench [options]`."""
+"""Command line: `python -m fusedinit bench [options]` and `python -m fusedinit init-model CONFIG`."""
 import argparse
 import sys
 
@@ -6,12 +6,18 @@ import sys
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m fusedinit")
-    parser.add_argument("command", choices=["bench"], help="bench: fusedinit vs torch (the main job)")
+    parser.add_argument("command", choices=["bench", "init-model"],
+                        help="bench: fusedinit vs torch (the main job); init-model: build a "
+                             "transformers model with fusedinit.from_config")
     args, rest = parser.parse_known_args(argv[:1])
     if args.command == "bench":
         from .bench import main as bench_main
 
         return bench_main(argv[1:])
+    if args.command == "init-model":
+        from .init_model import main as init_model_main
+
+        return init_model_main(argv[1:])
     return 2
 
 
