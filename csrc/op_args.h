@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
+#include <c10/util/OptionalArrayRef.h>
 
 #include "fusedinit/rng_math.h"
 
@@ -11,13 +12,22 @@ namespace fusedinit {
 
 inline void check_init_args(at::TensorList tensors, at::IntArrayRef kinds,
                             at::ArrayRef<double> params, at::IntArrayRef streams,
-                            at::IntArrayRef padding_rows) {
+                            at::IntArrayRef padding_rows,
+                            at::OptionalIntArrayRef index_offsets = c10::nullopt) {
   const int64_t n = static_cast<int64_t>(tensors.size());
   TORCH_CHECK(static_cast<int64_t>(kinds.size()) == n && static_cast<int64_t>(streams.size()) == n &&
                   static_cast<int64_t>(padding_rows.size()) == n &&
                   static_cast<int64_t>(params.size()) == n * kParamsPerTensor,
               "fusedinit.init_: expected one kind, stream and padding row and ", kParamsPerTensor,
               " params per tensor");
+  if (index_offsets.has_value()) {
+    TORCH_CHECK(static_cast<int64_t>(index_offsets->size()) == n,
+                "fusedinit.init_: expected one index offset per tensor");
+    for (int64_t i = 0; i < n; ++i) {
+      TORCH_CHECK((*index_offsets)[i] >= 0, "fusedinit.init_: index_offsets[", i,
+                  "] must be >= 0, got ", (*index_offsets)[i]);
+    }
+  }
   for (int64_t i = 0; i < n; ++i) {
     TORCH_CHECK(kinds[i] >= kNormal && kinds[i] <= kConstant, "fusedinit.init_: kinds[", i,
                 "] = ", kinds[i], " is not a distribution code");

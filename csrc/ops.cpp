@@ -22,10 +22,12 @@ std::string set_cpu_isa(const std::string& name) { return cpu::set_isa(name.c_st
 TORCH_LIBRARY(fusedinit, m) {
   // One call initializes every tensor of the list in place: kinds[i] picks the distribution
   // (0 normal, 1 uniform, 2 truncated normal, 3 constant), params[6i:6i+6] its parameters,
-  // streams[i] its stream (uint64 bits), padding_rows[i] a row of dim 0 to zero (-1: none).
+  // streams[i] its stream (uint64 bits), padding_rows[i] a row of dim 0 to zero (-1: none),
+  // index_offsets[i] the logical index of its first element (default 0: a tensor that is a
+  // shard of a larger logical tensor starts where the shard starts in it).
   m.def(
       "init_(Tensor(a!)[] tensors, int[] kinds, float[] params, int[] streams, "
-      "int[] padding_rows, int seed) -> ()");
+      "int[] padding_rows, int seed, int[]? index_offsets=None) -> ()");
   // Philox4x32-10 on (N, 4) counters and (N, 2) keys, uint32 values held in int64.
   m.def("philox4x32_10(Tensor counters, Tensor keys) -> Tensor");
   // float32 values (before rounding to a dtype) of the given 32-bit words.
@@ -34,7 +36,7 @@ TORCH_LIBRARY(fusedinit, m) {
   // tests check the CUDA code path without a GPU.
   m.def(
       "emulate_cuda_init_(Tensor(a!)[] tensors, int[] kinds, float[] params, int[] streams, "
-      "int[] padding_rows, int seed, int grid, int block) -> ()");
+      "int[] padding_rows, int seed, int grid, int block, int[]? index_offsets=None) -> ()");
   m.def("cpu_isa() -> str", &cpu_isa);
   m.def("set_cpu_isa(str name) -> str", &set_cpu_isa);
 }

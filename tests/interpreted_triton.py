@@ -97,3 +97,17 @@ def test_too_many_strided_dims_is_a_clear_error():
 def test_negative_zero_constant():
     t = triton_([(torch.empty(5, dtype=torch.bfloat16), fusedinit.Constant(-0.0))], 1)[0]
     assert torch.signbit(t).all() and (t == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_blocks_of_a_logical_tensor(dtype):
+    """index offsets: aligned and unaligned (a row-split block) runs of global indices."""
+    shape = (9, 37)
+    spec = fusedinit.Normal(0.5, 2.0, padding_idx=4, stream=3)
+    full = reference_of(torch.empty(shape, dtype=dtype), spec, 5)
+    for block in [(slice(2, 7), slice(0, 37)), (slice(0, 9), slice(3, 30)),
+                  (slice(4, 5), slice(1, 2)), (slice(1, 9), slice(36, 37))]:
+        local = torch.empty(full[block].shape, dtype=dtype)
+        fusedinit.init_many_([(local, spec, shape, [s.start for s in block])], seed=5,
+                             backend="triton")
+        assert_bitwise_equal(local, full[block], str(block))

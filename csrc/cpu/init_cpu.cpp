@@ -6,6 +6,7 @@
 #include <ATen/ops/empty.h>
 #include <c10/util/SmallVector.h>
 #include <c10/util/irange.h>
+#include <c10/util/OptionalArrayRef.h>
 #include <torch/library.h>
 
 #include <cstring>
@@ -41,6 +42,7 @@ struct Target {
   bool contiguous;
   std::vector<int64_t> sizes, strides;  // for strided destinations
   int64_t pad_begin, pad_end;           // logical index range of the padding row (maybe empty)
+  uint64_t index_offset;                // logical index of element 0 (shards of a larger tensor)
 };
 
 struct WorkItem {
@@ -79,7 +81,7 @@ void run_range(const BlockKernels& k, uint64_t seed, const Target& t, int64_t be
     if (zero) {
       std::memset(dst, 0, static_cast<size_t>((end - begin) * esize));
     } else {
-      k.fill(t.job, seed, static_cast<uint64_t>(begin), end - begin, t.dtype, dst);
+      k.fill(t.job, seed, t.index_offset + static_cast<uint64_t>(begin), end - begin, t.dtype, dst);
     }
     return;
   }
@@ -91,7 +93,7 @@ void run_range(const BlockKernels& k, uint64_t seed, const Target& t, int64_t be
     if (zero) {
       std::memset(buf, 0, sizeof(float) * static_cast<size_t>(n));
     } else {
-      k.values(t.job, seed, static_cast<uint64_t>(i), n, buf);
+      k.values(t.job, seed, t.index_offset + static_cast<uint64_t>(i), n, buf);
     }
     store_strided(t, zero ? zeros : t.job, buf, i, n);
   }
@@ -109,8 +111,9 @@ void run_item(const BlockKernels& k, uint64_t seed, const Target& t, int64_t beg
 }  // namespace
 
 void init_cpu(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double> params,
-              at::IntArrayRef streams, at::IntArrayRef padding_rows, int64_t seed) {
-  check_init_args(tensors, kinds, params, streams, padding_rows);
+              at::IntArrayRef streams, at::IntArrayRef padding_rows, int64_t seed,
+              at::OptionalIntArrayRef index_offsets) {
+  check_init_args(tensors, kinds, params, streams, padding_rows, index_offsets);
   std::vector<Target> targets;
   targets.reserve(tensors.size());
   for (const auto i : c10::irange(tensors.size())) {
@@ -133,6 +136,7 @@ void init_cpu(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double
     tg.sizes = t.sizes().vec();
     tg.strides = t.strides().vec();
     tg.pad_begin = tg.pad_end = 0;
+    tg.index_offset = index_offsets.has_value() ? static_cast<uint64_t>((*index_offsets)[i]) : 0;
     if (padding_rows[i] >= 0) {
       const int64_t row = tg.numel / t.size(0);
       tg.pad_begin = padding_rows[i] * row;

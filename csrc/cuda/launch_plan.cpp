@@ -50,8 +50,8 @@ void describe_strides(const at::Tensor& t, int64_t i, TensorDesc& d) {
 
 LaunchPlan make_launch_plan(at::TensorList tensors, at::IntArrayRef kinds,
                             at::ArrayRef<double> params, at::IntArrayRef streams,
-                            at::IntArrayRef padding_rows) {
-  check_init_args(tensors, kinds, params, streams, padding_rows);
+                            at::IntArrayRef padding_rows, at::OptionalIntArrayRef index_offsets) {
+  check_init_args(tensors, kinds, params, streams, padding_rows, index_offsets);
   LaunchPlan plan;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
@@ -72,7 +72,10 @@ LaunchPlan make_launch_plan(at::TensorList tensors, at::IntArrayRef kinds,
       d.pad_begin = padding_rows[i] * row;
       d.pad_end = d.pad_begin + row;
     }
-    d.vector = t.is_contiguous() && reinterpret_cast<uintptr_t>(d.data) % 16 == 0;
+    d.index_offset = index_offsets.has_value() ? (*index_offsets)[i] : 0;
+    // Vector units must start on Philox groups: 8 covers every dtype's unit.
+    d.vector = t.is_contiguous() && reinterpret_cast<uintptr_t>(d.data) % 16 == 0 &&
+               d.index_offset % 8 == 0;
     describe_strides(t, ii, d);
     plan.total_chunks += (d.numel + kChunk - 1) / kChunk;
     plan.descs.push_back(d);

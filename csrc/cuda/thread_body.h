@@ -218,7 +218,9 @@ FI_HD void vector_loop(const TensorDesc& d, const RoundKeys& keys, const Rows& r
        first += static_cast<int64_t>(block_dim) * kUnit) {
     float v[kUnit];
 #pragma unroll
-    for (int h = 0; h < kUnit / 4; ++h) group_values<K>(d, keys, first / 4 + h, rows, v + 4 * h);
+    for (int h = 0; h < kUnit / 4; ++h) {
+      group_values<K>(d, keys, (first + d.index_offset) / 4 + h, rows, v + 4 * h);
+    }
     finish_values<K, kUnit>(d, S, v);
     if (kChecks) zero_padding<kUnit>(d, first, v);
     if (!kChecks || first + kUnit <= end) {
@@ -244,20 +246,26 @@ FI_HD void run_vector(const TensorDesc& d, const RoundKeys& keys, const Rows& ro
   }
 }
 
-// Any other layout (strided, or a start that is not 16-byte aligned): one group of four
-// elements per step, each stored at its own offset.
+// Any other layout (strided, a start that is not 16-byte aligned, an index offset that is not
+// a multiple of 8): one Philox group of four logical indices per step - groups follow the
+// index offset, so the first and last may be cut by the range - each element stored at its
+// own offset.
 template <int K, class Rows>
-FI_HD void run_strided(const TensorDesc& d, const RoundKeys& keys, const Rows& rows, int64_t begin,
-                       int64_t end, int thread, int block_dim) {
+FI_HD void run_strided(const TensorDesc& d, const RoundKeys& keys, const Rows& rows,
+                       int64_t begin, int64_t end, int thread, int block_dim) {
   const int esize = store_size(d.store);
-  for (int64_t first = begin + static_cast<int64_t>(thread) * 4; first < end;
-       first += static_cast<int64_t>(block_dim) * 4) {
+  const int64_t off = d.index_offset;
+  const int64_t last = (end - 1 + off) / 4;
+  for (int64_t g = (begin + off) / 4 + thread; g <= last; g += block_dim) {
     float v[4];
-    group_values<K>(d, keys, first / 4, rows, v);
+    group_values<K>(d, keys, g, rows, v);
     finish_values<K, 4>(d, d.store, v);
-    zero_padding<4>(d, first, v);
-    for (int l = 0; l < 4 && first + l < end; ++l) {
-      store_one(d.data + strided_offset(d, first + l) * esize, d.store, v[l]);
+#pragma unroll
+    for (int l = 0; l < 4; ++l) {
+      const int64_t i = g * 4 + l - off;  // local logical index
+      if (i < begin || i >= end) continue;
+      const float x = i >= d.pad_begin && i < d.pad_end ? 0.0f : v[l];
+      store_one(d.data + strided_offset(d, i) * esize, d.store, x);
     }
   }
 }

@@ -18,7 +18,7 @@ HAS_EXTENSION = EXTENSION_ERROR is None
 if HAS_EXTENSION:
 
     @torch.library.register_fake("fusedinit::init_")
-    def _init_fake(tensors, kinds, params, streams, padding_rows, seed):
+    def _init_fake(tensors, kinds, params, streams, padding_rows, seed, index_offsets=None):
         return None
 
     @torch.library.register_fake("fusedinit::philox4x32_10")
@@ -41,10 +41,12 @@ def has_kernel(device_type: str) -> bool:
                                                           _DISPATCH_KEYS[device_type])
 
 
-def init_(tensors, kinds, params, streams, padding_rows, seed: int) -> None:
+def init_(tensors, kinds, params, streams, padding_rows, seed: int, index_offsets=None) -> None:
     """One op call for a list of tensors on one device (streams and seed as uint64)."""
+    if index_offsets is not None and not any(index_offsets):
+        index_offsets = None
     torch.ops.fusedinit.init_(tensors, kinds, params, [_as_int64(s) for s in streams],
-                              padding_rows, _as_int64(seed))
+                              padding_rows, _as_int64(seed), index_offsets)
 
 
 def _as_int64(x: int) -> int:

@@ -10,9 +10,11 @@ from typing import Iterable, Optional, Sequence, Tuple
 
 import torch
 
-from . import _ops, reference
+from . import _ops, reference, sharding
 from ._seed import resolve_seed
 from .specs import SPECS, Constant, Normal, TruncNormal, Uniform
+
+CONSTANT_ZERO = Constant(0.0)
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 BACKENDS = (None, "cpu", "cuda", "triton", "reference")
@@ -20,39 +22,46 @@ BACKENDS = (None, "cpu", "cuda", "triton", "reference")
 
 def normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, *,
             padding_idx: Optional[int] = None, seed: Optional[int] = None, stream: int = 0,
-            generator: Optional[torch.Generator] = None, backend: Optional[str] = None):
+            generator: Optional[torch.Generator] = None, backend: Optional[str] = None,
+            global_shape=None, global_offset=None):
     """Fill with N(mean, std^2); with `padding_idx`, that row of dim 0 is exactly zero and every
-    other row gets exactly the values it would get without it."""
+    other row gets exactly the values it would get without it. `tensor` may be a DTensor, or
+    (global_shape, global_offset) may say it is that block of a larger logical tensor: either
+    way it gets exactly the values of its elements in the logical tensor."""
     spec = Normal(mean, std, padding_idx=padding_idx, stream=stream)
-    init_many_([(tensor, spec)], seed=seed, generator=generator, backend=backend)
+    init_many_([(tensor, spec, global_shape, global_offset)], seed=seed, generator=generator,
+               backend=backend)
     return tensor
 
 
 def uniform_(tensor: torch.Tensor, a: float = 0.0, b: float = 1.0, *, seed: Optional[int] = None,
              stream: int = 0, generator: Optional[torch.Generator] = None,
-             backend: Optional[str] = None):
-    """Fill with U[a, b)."""
-    init_many_([(tensor, Uniform(a, b, stream=stream))], seed=seed, generator=generator,
-               backend=backend)
+             backend: Optional[str] = None, global_shape=None, global_offset=None):
+    """Fill with U[a, b) (DTensors and global_shape / global_offset as in normal_)."""
+    init_many_([(tensor, Uniform(a, b, stream=stream), global_shape, global_offset)], seed=seed,
+               generator=generator, backend=backend)
     return tensor
 
 
 def trunc_normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0,
                   b: float = 2.0, *, seed: Optional[int] = None, stream: int = 0,
-                  generator: Optional[torch.Generator] = None, backend: Optional[str] = None):
+                  generator: Optional[torch.Generator] = None, backend: Optional[str] = None,
+                  global_shape=None, global_offset=None):
     """Fill with N(mean, std^2) truncated to the absolute bounds [a, b] (as torch.nn.init)."""
-    init_many_([(tensor, TruncNormal(mean, std, a, b, stream=stream))], seed=seed,
-               generator=generator, backend=backend)
+    init_many_([(tensor, TruncNormal(mean, std, a, b, stream=stream), global_shape,
+                 global_offset)], seed=seed, generator=generator, backend=backend)
     return tensor
 
 
 def init_many_(items: Iterable[Tuple[torch.Tensor, object]], *, seed: Optional[int] = None,
                generator: Optional[torch.Generator] = None, backend: Optional[str] = None):
-    """Initialize every (tensor, spec) pair with one shared seed: one op call per device."""
+    """Initialize every (tensor, spec) pair with one shared seed: one op call per device.
+    An item may also be (tensor, spec, global_shape, global_offset) for a hand-made shard;
+    DTensors are written shard by shard (each rank its local block, no communication)."""
     items = list(items)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
-    plans = [_plan(i, item) for i, item in enumerate(items)]
+    plans = [p for i, item in enumerate(items) for p in _plan(i, item)]
     seed = resolve_seed(seed, generator)
     groups = defaultdict(list)
     for plan in plans:
@@ -66,12 +75,20 @@ def init_many_(items: Iterable[Tuple[torch.Tensor, object]], *, seed: Optional[i
     return [item[0] for item in items]
 
 
-def _plan(index: int, item) -> tuple:
-    """Check one (tensor, spec) pair; returns (tensor, kind, params, stream, padding_row)."""
-    if not isinstance(item, (tuple, list)) or len(item) != 2:
-        raise TypeError(f"items[{index}] must be a (tensor, spec) pair")
-    tensor, spec = item
+def _plan(index: int, item) -> list:
+    """Check one item; returns [(tensor, kind, params, stream, padding_row, index_offset)]:
+    one entry, or the pieces of a shard (sharding.py)."""
+    if not isinstance(item, (tuple, list)) or len(item) not in (2, 4):
+        raise TypeError(f"items[{index}] must be a (tensor, spec) pair or a (tensor, spec, "
+                        "global_shape, global_offset) tuple")
+    tensor, spec = item[0], item[1]
+    global_shape, global_offset = (item[2], item[3]) if len(item) == 4 else (None, None)
     where = f"items[{index}]" if index else "tensor"
+    if sharding.is_dtensor(tensor):
+        if global_shape is not None or global_offset is not None:
+            raise ValueError(f"{where} is a DTensor: its placements give its global shape and "
+                             "offset; do not pass global_shape / global_offset")
+        tensor, global_shape, global_offset = sharding.dtensor_block(tensor, where)
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{where} must be a torch.Tensor, got {type(tensor).__name__}")
     if not isinstance(spec, SPECS):
@@ -83,27 +100,34 @@ def _plan(index: int, item) -> tuple:
     if torch._debug_has_internal_overlap(tensor) == 1:
         raise RuntimeError(f"{where} has elements that share memory (e.g. an expanded tensor); "
                            "in-place initialization would be ill-defined, clone it first")
+    global_shape, global_offset = sharding.check_block(tensor, global_shape, global_offset, where)
     padding_row = -1
     if spec.padding_idx is not None:
         if tensor.dim() == 0:
             raise IndexError(f"padding_idx needs a tensor with at least one dimension ({where})")
-        rows = tensor.shape[0]
+        rows = tensor.shape[0] if global_shape is None else global_shape[0]
         if not -rows <= spec.padding_idx < rows:
             raise IndexError(f"padding_idx {spec.padding_idx} out of range for dim 0 of size "
                              f"{rows} ({where})")
         padding_row = spec.padding_idx % rows
-    return tensor, spec.kind, spec.params(), spec.stream, padding_row
+    if global_shape is None:
+        return [(tensor, spec.kind, spec.params(), spec.stream, padding_row, 0)]
+    out = []
+    for view, offset, row, zero in sharding.pieces(tensor, global_shape, global_offset, padding_row):
+        kind, params = (CONSTANT_ZERO.kind, CONSTANT_ZERO.params()) if zero else (spec.kind, spec.params())
+        out.append((view, kind, params, spec.stream, row, offset))
+    return out
 
 
 def _run(device: torch.device, group: Sequence[tuple], seed: int, backend: Optional[str]):
     impl = _choose(device, backend)
     if impl == "reference":
-        for tensor, kind, params, stream, padding_row in group:
+        for tensor, kind, params, stream, padding_row, index_offset in group:
             reference.init_(tensor, kind=kind, params=params, seed=seed, stream=stream,
-                            padding_row=padding_row)
+                            padding_row=padding_row, index_offset=index_offset)
         return
     args = ([g[0] for g in group], [g[1] for g in group], [p for g in group for p in g[2]],
-            [g[3] for g in group], [g[4] for g in group], seed)
+            [g[3] for g in group], [g[4] for g in group], seed, [g[5] for g in group])
     if impl == "triton":
         from . import triton as triton_backend
         triton_backend.init_(*args)

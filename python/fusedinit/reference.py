@@ -157,14 +157,16 @@ def values_at(indices: torch.Tensor, *, kind: int, params, seed: int, stream: in
 
 
 def init_(tensor: torch.Tensor, *, kind: int, params, seed: int, stream: int,
-          padding_row: int = -1, chunk: int = 1 << 20) -> torch.Tensor:
-    """Fill `tensor` in place with the contract's values (any strides, any device)."""
+          padding_row: int = -1, index_offset: int = 0, chunk: int = 1 << 20) -> torch.Tensor:
+    """Fill `tensor` in place with the contract's values (any strides, any device); element i
+    (row-major) gets the value of logical index index_offset + i."""
     n = tensor.numel()
     if n == 0:
         return tensor
     flat = torch.empty(n, dtype=tensor.dtype, device=tensor.device)
     for start in range(0, n, chunk):
-        idx = torch.arange(start, min(n, start + chunk), dtype=torch.int64, device=tensor.device)
+        idx = torch.arange(start, min(n, start + chunk), dtype=torch.int64,
+                           device=tensor.device) + index_offset
         flat[start:start + chunk] = values_at(idx, kind=kind, params=params, seed=seed,
                                               stream=stream, dtype=tensor.dtype)
     if padding_row >= 0:

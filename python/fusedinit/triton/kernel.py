@@ -12,8 +12,8 @@ import triton.language as tl
 
 # Per-tensor metadata columns (int64 table, one row per tensor).
 COL_OFFSET, COL_NUMEL, COL_FIRST_BLOCK, COL_PAD_BEGIN, COL_PAD_END, COL_STREAM_LO, \
-    COL_STREAM_HI, COL_KIND, COL_NDIM, COL_SEED_LO, COL_SEED_HI = range(11)
-COL_SIZES = 11           # 8 sizes, then 8 strides (strided layout only)
+    COL_STREAM_HI, COL_KIND, COL_NDIM, COL_SEED_LO, COL_SEED_HI, COL_INDEX_OFFSET = range(12)
+COL_SIZES = 12           # 8 sizes, then 8 strides (strided layout only)
 MAX_DIMS = 8
 META_COLS = COL_SIZES + 2 * MAX_DIMS
 TABLE_STRIDE = 8         # normal table: 64 rows of 8 floats (6 coefficients, zero padded)
@@ -34,6 +34,7 @@ _COL_KIND = tl.constexpr(COL_KIND)
 _COL_NDIM = tl.constexpr(COL_NDIM)
 _COL_SEED_LO = tl.constexpr(COL_SEED_LO)
 _COL_SEED_HI = tl.constexpr(COL_SEED_HI)
+_COL_INDEX_OFFSET = tl.constexpr(COL_INDEX_OFFSET)
 _COL_SIZES = tl.constexpr(COL_SIZES)
 _MAX_DIMS = tl.constexpr(MAX_DIMS)
 _META_COLS = tl.constexpr(META_COLS)
@@ -229,7 +230,8 @@ def _element_offsets(meta_row, idx, ndim, STRIDED: tl.constexpr):
 def init_kernel(base, meta, params, table, num_tensors,
                 STORE: tl.constexpr, STRIDED: tl.constexpr, ALIGNED: tl.constexpr,
                 NATIVE: tl.constexpr, UNIT: tl.constexpr, BLOCK: tl.constexpr,
-                SEARCH_STEPS: tl.constexpr, ONLY_KIND: tl.constexpr):
+                SEARCH_STEPS: tl.constexpr, ONLY_KIND: tl.constexpr,
+                INDEX_ALIGNED: tl.constexpr = True):
     pid = tl.program_id(0).to(tl.int64)
     # The tensor of this block: the last one whose first block is <= pid.
     lo = pid * 0
@@ -259,13 +261,26 @@ def init_kernel(base, meta, params, table, num_tensors,
     ROWS: tl.constexpr = BLOCK // UNIT
     rows = tl.arange(0, ROWS)
     lane = tl.arange(0, UNIT)[None, :]
-    idx = begin + rows[:, None] * UNIT + lane            # logical element index
-    group0 = begin // 4 + rows * (UNIT // 4)
+    idx = begin + rows[:, None] * UNIT + lane            # element index in the tensor
+    # Its logical index is index_offset + idx (a shard of a larger tensor).
+    index_offset = tl.load(row_meta + _COL_INDEX_OFFSET)
+    group0 = (begin + index_offset) // 4 + rows * (UNIT // 4)
     if kind == 3:
         v = _f32(tl.zeros((ROWS, UNIT), tl.uint32) | _bits(p0))  # exact, -0.0 included
     else:
         w = tl.zeros((ROWS, UNIT), tl.uint32)
-        for h in tl.static_range(UNIT // 4):
+        if not INDEX_ALIGNED:
+            # index_offset % UNIT != 0: a row spans other Philox groups; each element computes
+            # its own group's words and keeps its lane (correct, four times the Philox work).
+            gidx = idx + index_offset
+            g2 = gidx // 4
+            lane2 = gidx % 4
+            x0, x1, x2, x3 = _philox(g2.to(tl.uint32), (g2 >> 32).to(tl.uint32),
+                                     tl.zeros_like(lane2).to(tl.uint32) + stream_lo,
+                                     tl.zeros_like(lane2).to(tl.uint32) + stream_hi,
+                                     seed_lo, seed_hi)
+            w = tl.where(lane2 == 0, x0, tl.where(lane2 == 1, x1, tl.where(lane2 == 2, x2, x3)))
+        for h in tl.static_range(UNIT // 4 if INDEX_ALIGNED else 0):
             g = group0 + h
             x0, x1, x2, x3 = _philox(g.to(tl.uint32), (g >> 32).to(tl.uint32),
                                      tl.zeros_like(rows).to(tl.uint32) + stream_lo,

@@ -1,0 +1,93 @@
+"""global_shape / global_offset: a block of a logical tensor gets exactly the values of those
+elements in the logical tensor - every backend, dtype and distribution, any block shape."""
+import itertools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fusedinit
+from conftest import DTYPES, assert_bitwise_equal
+from fusedinit.testing import emulate_cuda_
+
+SPECS = [fusedinit.Normal(0.1, 1.5, stream=5), fusedinit.Uniform(-1, 2, stream=6),
+         fusedinit.TruncNormal(0, 1, -1.5, 0.5, stream=7), fusedinit.Constant(0.5),
+         fusedinit.Normal(0, 0.02, padding_idx=3, stream=8)]
+
+
+def run(backend, items, seed):
+    if backend == "emulated-cuda":
+        return emulate_cuda_(items, seed=seed, grid=3, block=32)
+    return fusedinit.init_many_(items, seed=seed, backend=backend)
+
+
+def blocks(shape):
+    """Blocks of `shape` (slices per dim) with uneven, interior and edge cuts."""
+    cuts = []
+    for n in shape:
+        cuts.append([slice(0, n), slice(1, n - 2), slice(n // 3, n // 3 + max(1, n // 4)),
+                     slice(n - 1, n)])
+    return itertools.product(*cuts)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "emulated-cuda", "reference"])
+@pytest.mark.parametrize("spec", SPECS, ids=str)
+@pytest.mark.parametrize("shape", [(37, 53), (5, 7, 11)])
+def test_blocks_equal_the_full_tensor(backend, spec, shape):
+    seed = 2**63 + 17
+    for dtype in (torch.float32, torch.bfloat16):
+        full = fusedinit.init_many_([(torch.empty(shape, dtype=dtype), spec)], seed=seed)[0]
+        for block in blocks(shape):
+            expected = full[block]
+            local = torch.empty(expected.shape, dtype=dtype)
+            offset = [s.start for s in block]
+            run(backend, [(local, spec, shape, offset)], seed)
+            assert_bitwise_equal(local, expected, f"{dtype} block {offset} {tuple(local.shape)}")
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=st.lists(st.integers(1, 12), min_size=1, max_size=3), data=st.data(),
+       dtype=st.sampled_from(DTYPES))
+def test_random_blocks_cpu_and_emulated_cuda(shape, data, dtype):
+    block = tuple(slice(a, b + 1) for a, b in
+                  (sorted(data.draw(st.lists(st.integers(0, n - 1), min_size=2, max_size=2)))
+                   for n in shape))
+    spec = fusedinit.Normal(0, 1, padding_idx=data.draw(st.integers(0, shape[0] - 1)), stream=3)
+    full = fusedinit.init_many_([(torch.empty(shape, dtype=dtype), spec)], seed=1)[0]
+    for backend in ("cpu", "emulated-cuda"):
+        local = torch.empty(full[block].shape, dtype=dtype)
+        run(backend, [(local, spec, shape, [s.start for s in block])], 1)
+        assert_bitwise_equal(local, full[block], backend)
+
+
+def test_blocks_reassemble_and_keyword_form():
+    """Megatron-style column split by hand, through normal_'s keyword arguments."""
+    full = fusedinit.normal_(torch.empty(64, 100), 0.0, 0.02, seed=3, stream=4)
+    parts = []
+    for rank, (lo, hi) in enumerate([(0, 34), (34, 67), (67, 100)]):
+        part = torch.empty(64, hi - lo)
+        fusedinit.normal_(part, 0.0, 0.02, seed=3, stream=4, global_shape=(64, 100),
+                          global_offset=(0, lo))
+        parts.append(part)
+    assert_bitwise_equal(torch.cat(parts, dim=1), full)
+
+
+def test_block_errors_leave_tensor_untouched():
+    t = torch.zeros(4, 5)
+    for kwargs, match in [
+        (dict(global_shape=(8, 5)), "go together"),
+        (dict(global_shape=(8,), global_offset=(0,)), "one entry per"),
+        (dict(global_shape=(8, 5), global_offset=(6, 0)), "outside"),
+        (dict(global_shape=(8, 5), global_offset=(-1, 0)), "outside"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            fusedinit.normal_(t, seed=1, **kwargs)
+    with pytest.raises(IndexError, match="padding_idx 8 out of range"):
+        fusedinit.normal_(t, seed=1, padding_idx=8, global_shape=(8, 5), global_offset=(0, 0))
+    assert (t == 0).all()
+
+
+def test_index_offsets_op_argument():
+    with pytest.raises(RuntimeError, match="index_offsets"):
+        torch.ops.fusedinit.init_([torch.empty(3)], [0], [0.0, 1, 0, 0, 0, 0], [0], [-1], 1, [-2])
