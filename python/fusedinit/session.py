@@ -12,14 +12,21 @@ import torch
 from torch import nn
 
 from .api import init_many_
+from .sharding import is_dtensor
 from .specs import Normal
 from .streams import param_stream
 
 _local = threading.local()
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor is known by its local shard (the memory this rank writes)."""
+    return t._local_tensor if is_dtensor(t) else t
+
+
 def tensor_key(t: torch.Tensor) -> Optional[tuple]:
     """Identity of the memory a tensor covers (None for meta tensors, which hold none)."""
+    t = _local(t)
     if t.device.type == "meta":
         return None
     try:
@@ -30,6 +37,7 @@ def tensor_key(t: torch.Tensor) -> Optional[tuple]:
 
 
 def storage_of(t: torch.Tensor) -> Optional[Tuple[int, torch.device]]:
+    t = _local(t)
     if t.device.type == "meta":
         return None
     try:

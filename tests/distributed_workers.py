@@ -1,0 +1,124 @@
+"""Worker bodies for test_distributed.py: each runs in its own process of a gloo group on CPU
+and raises (non-zero exit) on any mismatch."""
+import os
+
+import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, init_device_mesh
+
+import fusedinit
+
+SPECS = [fusedinit.Normal(0.1, 1.5, stream=5), fusedinit.Uniform(-1, 2, stream=6),
+         fusedinit.TruncNormal(0, 1, -1.5, 0.5, stream=7), fusedinit.Constant(0.25),
+         fusedinit.Normal(0, 0.02, padding_idx=4, stream=8)]
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+SHAPE = (37, 23)  # divides evenly by none of 2, 3, 4
+
+
+def _bits(t):
+    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def _check(dt, spec, seed, what):
+    full = dt.full_tensor()  # communication only to check the result
+    expected = fusedinit.init_many_([(torch.empty(SHAPE, dtype=dt.dtype), spec)], seed=seed)[0]
+    if not torch.equal(_bits(full), _bits(expected)):
+        bad = int((_bits(full) != _bits(expected)).sum())
+        raise AssertionError(f"rank {dist.get_rank()}: {what}: {bad} elements differ")
+
+
+class NoCollectives:
+    """Any collective or point-to-point call inside raises: initializing must need none."""
+    NAMES = ["all_reduce", "all_gather", "all_gather_into_tensor", "broadcast", "reduce_scatter",
+             "reduce_scatter_tensor", "scatter", "gather", "all_to_all", "all_to_all_single",
+             "send", "recv", "isend", "irecv", "barrier", "reduce"]
+
+    def __enter__(self):
+        self.saved = {n: getattr(dist, n) for n in self.NAMES if hasattr(dist, n)}
+
+        def forbidden(*args, **kwargs):
+            raise AssertionError("collective communication during initialization")
+
+        for n in self.saved:
+            setattr(dist, n, forbidden)
+            setattr(dist.distributed_c10d, n, forbidden)
+
+    def __exit__(self, *exc):
+        for n, f in self.saved.items():
+            setattr(dist, n, f)
+            setattr(dist.distributed_c10d, n, f)
+
+
+def _meshes(world):
+    yield "1d", init_device_mesh("cpu", (world,)), [[Shard(0)], [Shard(1)], [Replicate()]]
+    if world == 4:
+        yield "2x2", init_device_mesh("cpu", (2, 2)), [
+            [Shard(0), Shard(1)], [Shard(1), Shard(0)], [Shard(0), Shard(0)], [Replicate(), Shard(1)]]
+
+
+def dtensor_cases():
+    world = dist.get_world_size()
+    for mesh_name, mesh, placement_sets in _meshes(world):
+        for placements in placement_sets:
+            for dtype in DTYPES:
+                for i, spec in enumerate(SPECS):
+                    dt = torch.distributed.tensor.empty(SHAPE, dtype=dtype, device_mesh=mesh,
+                                                       placements=placements)
+                    seed = 1000 + i
+                    with NoCollectives():
+                        fusedinit.init_many_([(dt, spec)], seed=seed)
+                    _check(dt, spec, seed, f"{mesh_name} {placements} {dtype} {spec}")
+    # A Partial DTensor is refused, untouched.
+    mesh = init_device_mesh("cpu", (world,))
+    local = torch.zeros(SHAPE)
+    partial = DTensor.from_local(local, mesh, [Partial()])
+    try:
+        fusedinit.normal_(partial, seed=1)
+    except ValueError as exc:
+        assert "Partial" in str(exc)
+    else:
+        raise AssertionError("a Partial DTensor must be refused")
+    assert (local == 0).all()
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(37, 24, padding_idx=3)
+        self.layers = torch.nn.ModuleList(
+            [torch.nn.Sequential(torch.nn.Linear(24, 40), torch.nn.LayerNorm(40),
+                                 torch.nn.Linear(40, 24, bias=False)) for _ in range(3)])
+        self.experts = torch.nn.Parameter(torch.empty(5, 24, 7))
+
+
+def fsdp2_init_module():
+    from torch.distributed.fsdp import fully_shard
+
+    world = dist.get_world_size()
+    mesh = init_device_mesh("cpu", (world,))
+    with torch.device("meta"):
+        model = Net()
+    for layer in model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    model.to_empty(device="cpu")
+    with NoCollectives():
+        fusedinit.init_module_(model, std=0.05, seed=77)
+    reference = fusedinit.init_module_(Net(), std=0.05, seed=77)
+    expected = reference.state_dict()
+    for name, value in model.state_dict().items():
+        full = value.full_tensor() if isinstance(value, DTensor) else value
+        if not torch.equal(_bits(full.contiguous()), _bits(expected[name])):
+            raise AssertionError(f"rank {dist.get_rank()}: FSDP2 {name} differs")
+
+
+def run(rank, world, init_file, case):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    try:
+        (globals()[case] if case in globals() else getattr(__import__("__main__"), case))()
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()

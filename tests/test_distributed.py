@@ -1,0 +1,41 @@
+"""Sharded init on torch.distributed (gloo, CPU, 2-4 processes): DTensor shards and FSDP2
+models initialized in place equal the unsharded result bit for bit, with no collective."""
+import os
+import sys
+import time
+
+import pytest
+import torch
+
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available() or not dist.is_gloo_available():
+    pytest.skip("torch.distributed with gloo is needed", allow_module_level=True)
+
+sys.path.insert(0, os.path.dirname(__file__))
+import distributed_workers  # noqa: E402
+
+
+TIME_LIMIT_S = 240
+
+
+def spawn(case, world, tmp_path):
+    """Run `case` on `world` gloo processes; fail (and kill them) after TIME_LIMIT_S."""
+    context = torch.multiprocessing.start_processes(
+        distributed_workers.run, args=(world, str(tmp_path / "rendezvous"), case),
+        nprocs=world, join=False, start_method="spawn")
+    deadline = time.monotonic() + TIME_LIMIT_S
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"{case} on {world} processes ran past {TIME_LIMIT_S} s")
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_dtensor_shards_equal_the_unsharded_tensor(world, tmp_path):
+    spawn("dtensor_cases", world, tmp_path)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_fsdp2_init_module(world, tmp_path):
+    spawn("fsdp2_init_module", world, tmp_path)
