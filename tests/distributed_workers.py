@@ -122,3 +122,22 @@ def run(rank, world, init_file, case):
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def fsdp2_llama_from_config():
+    import transformers as tf
+
+    config = tf.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                            num_attention_heads=4, num_key_value_heads=2, vocab_size=301,
+                            pad_token_id=5)
+    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    with NoCollectives():
+        sharded = fusedinit.from_config(config, model_class=tf.LlamaForCausalLM, seed=9,
+                                        device_mesh=mesh)
+    assert isinstance(sharded.model.embed_tokens.weight, DTensor)
+    single = fusedinit.from_config(config, model_class=tf.LlamaForCausalLM, seed=9)
+    expected = single.state_dict()
+    for name, value in sharded.state_dict().items():
+        full = value.full_tensor() if isinstance(value, DTensor) else value
+        if not torch.equal(_bits(full.contiguous()), _bits(expected[name].contiguous())):
+            raise AssertionError(f"rank {dist.get_rank()}: FSDP2 Llama {name} differs")

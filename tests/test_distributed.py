@@ -39,3 +39,9 @@ def test_dtensor_shards_equal_the_unsharded_tensor(world, tmp_path):
 @pytest.mark.parametrize("world", [2, 3])
 def test_fsdp2_init_module(world, tmp_path):
     spawn("fsdp2_init_module", world, tmp_path)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_fsdp2_transformers_from_config(world, tmp_path):
+    pytest.importorskip("transformers")
+    spawn("fsdp2_llama_from_config", world, tmp_path)

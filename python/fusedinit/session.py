@@ -25,12 +25,11 @@ def _local(t: torch.Tensor) -> torch.Tensor:
 
 
 def tensor_key(t: torch.Tensor) -> Optional[tuple]:
-    """Identity of the memory a tensor covers (None for meta tensors, which hold none)."""
+    """Identity of the memory a tensor covers: its storage object (shared by every alias,
+    `.data` included, and distinct for distinct meta tensors too) and the region in it."""
     t = _local(t)
-    if t.device.type == "meta":
-        return None
     try:
-        storage = t.untyped_storage().data_ptr()
+        storage = t.untyped_storage()._cdata
     except (RuntimeError, NotImplementedError):  # tensor subclasses without storage
         return None
     return (storage, t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype, t.device)
@@ -38,10 +37,8 @@ def tensor_key(t: torch.Tensor) -> Optional[tuple]:
 
 def storage_of(t: torch.Tensor) -> Optional[Tuple[int, torch.device]]:
     t = _local(t)
-    if t.device.type == "meta":
-        return None
     try:
-        return (t.untyped_storage().data_ptr(), t.device)
+        return (t.untyped_storage()._cdata, t.device)
     except (RuntimeError, NotImplementedError):
         return None
 
@@ -49,8 +46,10 @@ def storage_of(t: torch.Tensor) -> Optional[Tuple[int, torch.device]]:
 class InitSession:
     """Pending writes for the parameters and buffers of `root`, named relative to it."""
 
-    def __init__(self, root: nn.Module, seed: int, prefix: str = ""):
-        self.root, self.seed = root, seed
+    def __init__(self, root: nn.Module, seed: int, prefix: str = "", record_only: bool = False):
+        """record_only: keep the queue at the end (flush writes nothing) - for recording a
+        model's rules on the meta device and applying them to its sharded parameters later."""
+        self.root, self.seed, self.record_only = root, seed, record_only
         self.names: Dict[tuple, str] = {}
         for name, t in list(root.named_parameters(remove_duplicate=True)) + \
                 list(root.named_buffers(remove_duplicate=True)):
@@ -113,10 +112,14 @@ class InitSession:
             del self._storages[s]
         return True
 
+    def specs_by_name(self) -> Dict[str, object]:
+        """The pending spec of each parameter / buffer, by fully qualified name."""
+        return {self.names[key]: spec for key, (_, spec) in self.pending.items()}
+
     def flush(self) -> None:
         """Write everything pending: one init_many_ call (one op call per device). Raises if the
         write fails - the modules are already marked initialized, so it must never be silent."""
-        if not self.pending:
+        if not self.pending or self.record_only:
             return
         items = list(self.pending.values())
         self.pending.clear()

@@ -67,11 +67,55 @@ def materialize_(model: nn.Module, device: torch.device, progress: bool = False)
                 module._buffers[name] = buf.to(device)
 
 
+def _shard_fsdp2(model: nn.Module, mesh) -> None:
+    """FSDP2 as torchtitan applies it: each transformer block (the model's _no_split_modules)
+    its own group, then the root."""
+    from torch.distributed.fsdp import fully_shard
+
+    blocks = set(getattr(model, "_no_split_modules", None) or [])
+    for module in list(model.modules()):
+        if type(module).__name__ in blocks and module is not model:
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def _from_config_sharded(model: nn.Module, device: torch.device, mesh, seed, progress) -> nn.Module:
+    """Record the model's init rules on the meta device (nothing allocated), shard it with
+    FSDP2 on `mesh`, allocate each rank's shards on `device`, then write every shard - each
+    element gets its value in the unsharded tensor - in one op call per device."""
+    from .._seed import resolve_seed
+    from ..api import init_many_
+    from ..session import InitSession, active_session
+    from .recorder import WriteRecorder, recording_trunc_normal
+
+    seed = resolve_seed(seed, None)
+    session = InitSession(model, seed, record_only=True)
+    with active_session(session), WriteRecorder(session), recording_trunc_normal(session):
+        model.initialize_weights()
+    specs = session.specs_by_name()
+    model.tie_weights()
+    buffers = {name: b for name, b in model.named_buffers()}
+    _shard_fsdp2(model, mesh)
+    model.to_empty(device=device)
+    for name, b in buffers.items():  # to_empty left them uninitialized: restore the real ones
+        owner, _, leaf = name.rpartition(".")
+        model.get_submodule(owner)._buffers[leaf] = b.to(device)
+    params = dict(model.named_parameters())
+    missing = [n for n in params if n not in specs]
+    if missing:
+        raise RuntimeError(f"fusedinit.from_config: the model's init pass gave no rule for "
+                           f"{missing[:5]} (rules recorded on meta must cover every parameter)")
+    init_many_([(params[n], specs[n]) for n in params], seed=seed)
+    return model
+
+
 def from_config(config, *, model_class=None, device=None, dtype: Optional[torch.dtype] = None,
-                seed: Optional[int] = None, progress: bool = False, **kwargs):
+                seed: Optional[int] = None, progress: bool = False, device_mesh=None, **kwargs):
     """Like `model_class.from_config(config, ...)` (default AutoModelForCausalLM), with the
     model's own per-parameter init rules, on `device` (default CPU), written by fusedinit with
-    `seed` (None: drawn from torch's default generator)."""
+    `seed` (None: drawn from torch's default generator). With `device_mesh`, the model is
+    sharded with FSDP2 (each block, then the root) and every rank writes only its shards; the
+    gathered state equals the unsharded model's bit for bit."""
     from tqdm.auto import tqdm
 
     if model_class is None:
@@ -90,6 +134,11 @@ def from_config(config, *, model_class=None, device=None, dtype: Optional[torch.
     with _parameters_on_meta(), _no_init_weights():
         model = build(config, **kwargs)
     steps.update()
+    if device_mesh is not None:
+        model = _from_config_sharded(model, device, device_mesh, seed, progress)
+        steps.update(3)
+        steps.close()
+        return model
     materialize_(model, device, progress)
     steps.update()
     for module in model.modules():  # nothing was initialized: let the pass see every module
