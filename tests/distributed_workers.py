@@ -141,3 +141,31 @@ def fsdp2_llama_from_config():
         full = value.full_tensor() if isinstance(value, DTensor) else value
         if not torch.equal(_bits(full.contiguous()), _bits(expected[name].contiguous())):
             raise AssertionError(f"rank {dist.get_rank()}: FSDP2 Llama {name} differs")
+
+
+def fsdp2_llama_user_wrapped():
+    """A transformers model built on meta by the user, wrapped with fully_shard and
+    materialized with to_empty, then initialized by its own (patched) init pass."""
+    import transformers as tf
+    from torch.distributed.fsdp import fully_shard
+
+    config = tf.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                            num_attention_heads=4, num_key_value_heads=2, vocab_size=301,
+                            pad_token_id=5)
+    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    with torch.device("meta"):
+        model = tf.LlamaForCausalLM(config)
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    model.to_empty(device="cpu")
+    with NoCollectives(), fusedinit.patched_transformers(seed=9):
+        model.initialize_weights()
+    single = fusedinit.from_config(config, model_class=tf.LlamaForCausalLM, seed=9)
+    expected = single.state_dict()
+    for name, value in model.state_dict().items():
+        if "rotary" in name:
+            continue
+        full = value.full_tensor() if isinstance(value, DTensor) else value
+        if not torch.equal(_bits(full.contiguous()), _bits(expected[name].contiguous())):
+            raise AssertionError(f"rank {dist.get_rank()}: user-wrapped FSDP2 Llama {name} differs")

@@ -45,3 +45,9 @@ def test_fsdp2_init_module(world, tmp_path):
 def test_fsdp2_transformers_from_config(world, tmp_path):
     pytest.importorskip("transformers")
     spawn("fsdp2_llama_from_config", world, tmp_path)
+
+
+@pytest.mark.parametrize("world", [2])
+def test_fsdp2_user_wrapped_transformers_model(world, tmp_path):
+    pytest.importorskip("transformers")
+    spawn("fsdp2_llama_user_wrapped", world, tmp_path)

@@ -96,6 +96,15 @@ class InitSession:
                 return True
         return False
 
+    def pad_row(self, t: torch.Tensor, row: int) -> bool:
+        """Row `row` (dim 0) of `t`, which has a pending Normal, becomes its padding row."""
+        key = tensor_key(t)
+        if key not in self.pending or not isinstance(self.pending[key][1], Normal):
+            return False
+        tensor, spec = self.pending[key]
+        self.pending[key] = (tensor, dataclasses.replace(spec, padding_idx=row))
+        return True
+
     def touches_pending(self, t: torch.Tensor) -> bool:
         s = storage_of(t)
         return s is not None and s in self._storages

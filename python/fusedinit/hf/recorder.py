@@ -18,6 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ..session import InitSession
+from ..sharding import is_dtensor
 from ..specs import Constant, Normal, TruncNormal, Uniform
 
 aten = torch.ops.aten
@@ -57,10 +58,28 @@ class WriteRecorder(TorchDispatchMode):
     def __init__(self, session: InitSession):
         super().__init__()
         self.session = session
+        # Rows (dim 0) of sharded (DTensor) parameters handed out as meta placeholders: a
+        # DTensor select on a sharded dim would gather the whole tensor. id -> (param, row).
+        self.rows = {}
+
+    def _row_of_dtensor(self, func, args):
+        if func is not aten.select.int or not is_dtensor(args[0]) or len(args) < 3:
+            return None
+        if args[1] != 0 or self.session.name_of(args[0]) is None:
+            return None
+        param, row = args[0], args[2] % args[0].shape[0]
+        placeholder = torch.empty(param.shape[1:], dtype=param.dtype, device="meta")
+        self.rows[id(placeholder)] = (placeholder, param, row)
+        return placeholder
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         session = self.session
+        placeholder = self._row_of_dtensor(func, args)
+        if placeholder is not None:
+            return placeholder
+        if self.rows and any(id(t) in self.rows for t in tree_leaves((args, kwargs))):
+            return self._row_op(func, args, kwargs)
         if func in _WRITES and args and isinstance(args[0], torch.Tensor):
             spec = _spec(func, args, kwargs)
             if spec is not None:
@@ -79,6 +98,18 @@ class WriteRecorder(TorchDispatchMode):
                 else:
                     session.flush()
         return func(*args, **kwargs)
+
+
+    def _row_op(self, func, args, kwargs):
+        """zero_ of a sharded parameter's row: its pending normal's padding row."""
+        _, param, row = self.rows[id(args[0])]
+        spec = _spec(func, args, kwargs)
+        if (isinstance(spec, Constant) and spec.value == 0.0
+                and math.copysign(1.0, spec.value) > 0 and self.session.pad_row(param, row)):
+            return args[0]
+        raise RuntimeError(f"fusedinit: {func} on a row of a sharded parameter during init is "
+                           "not supported (only zeroing a padding row is); initialize with "
+                           "fusedinit.from_config(..., device_mesh=...) instead")
 
 
 @contextmanager
