@@ -235,8 +235,11 @@ def triton_report(arch: int, tmp: pathlib.Path) -> dict:
     violations = []
     for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
         for layout in ("aligned", "contiguous", "strided"):
-            kernel = compile_kernel(dtype, arch=arch, layout=layout)
-            violations += [f"{dtype} {layout}: {v}" for v in _scan_ptx(kernel.asm["ptx"])]
+            for index_aligned in (True, False):
+                kernel = compile_kernel(dtype, arch=arch, layout=layout,
+                                        index_aligned=index_aligned)
+                violations += [f"{dtype} {layout} index_aligned={index_aligned}: {v}"
+                               for v in _scan_ptx(kernel.asm["ptx"])]
     return {"rows": rows, "ptx_violations": violations}
 
 

@@ -159,6 +159,8 @@ def fsdp2_llama_user_wrapped():
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
     model.to_empty(device="cpu")
+    for module in model.modules():  # transformers 4.57 marks modules initialized even on meta
+        module.__dict__.pop("_is_hf_initialized", None)
     with NoCollectives(), fusedinit.patched_transformers(seed=9):
         model.initialize_weights()
     single = fusedinit.from_config(config, model_class=tf.LlamaForCausalLM, seed=9)

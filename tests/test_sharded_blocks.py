@@ -91,3 +91,22 @@ def test_block_errors_leave_tensor_untouched():
 def test_index_offsets_op_argument():
     with pytest.raises(RuntimeError, match="index_offsets"):
         torch.ops.fusedinit.init_([torch.empty(3)], [0], [0.0, 1, 0, 0, 0, 0], [0], [-1], 1, [-2])
+
+
+def test_no_full_tensor_is_materialized():
+    """A 4 x 8 block of a 2^31 x 2^31 logical tensor (16 EiB as float32): only the block is
+    ever allocated, and it holds the contract's values at those global indices."""
+    from fusedinit import reference
+    from fusedinit._kinds import NORMAL
+
+    n = 2**31
+    rows, cols = range(n - 4, n), range(2**30, 2**30 + 8)
+    local = torch.empty(4, 8)
+    fusedinit.normal_(local, seed=5, stream=6, global_shape=(n, n), global_offset=(n - 4, 2**30))
+    idx = torch.tensor([r * n + c for r in rows for c in cols], dtype=torch.int64)
+    expected = reference.values_at(idx, kind=NORMAL, params=[0.0, 1.0, 0, 0, 0, 0], seed=5,
+                                   stream=6, dtype=torch.float32).view(4, 8)
+    assert_bitwise_equal(local, expected)
+    emulated = torch.empty(4, 8)
+    emulate_cuda_([(emulated, fusedinit.Normal(stream=6), (n, n), (n - 4, 2**30))], seed=5)
+    assert_bitwise_equal(emulated, expected)

@@ -27,11 +27,14 @@ def test_interpreted_kernel_equals_reference():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("layout", ["aligned", "contiguous", "strided"])
+@pytest.mark.parametrize("layout", ["aligned", "contiguous", "strided", "index-unaligned"])
 def test_compiles_for_sm90(dtype, layout):
     from fusedinit.triton.aot import compile_kernel
 
-    kernel = compile_kernel(dtype, arch=90, layout=layout)
+    if layout == "index-unaligned":  # shards whose global index offset is not a unit multiple
+        kernel = compile_kernel(dtype, arch=90, layout="contiguous", index_aligned=False)
+    else:
+        kernel = compile_kernel(dtype, arch=90, layout=layout)
     ptx = kernel.asm["ptx"]
     assert ".target sm_90" in ptx
     # Bit exactness on the GPU: no approximate, flush-to-zero or contracted float op.
