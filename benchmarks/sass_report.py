@@ -88,19 +88,32 @@ class Sass:
             else:
                 self.succ.append(nxt)
 
-    def _dist(self, start: int) -> list:
-        """Instructions issued from `start` (inclusive) to each reachable node (exclusive)."""
+    @staticmethod
+    def _bfs(start: int, edges) -> list:
+        """Edges walked from `start` to each reachable node (unit weights)."""
         inf = float("inf")
-        dist = [inf] * len(self.ops)
+        dist = [inf] * len(edges)
         dist[start] = 0
         queue = collections.deque([start])
         while queue:
             i = queue.popleft()
-            for j in self.succ[i]:
+            for j in edges[i]:
                 if dist[j] == inf:
                     dist[j] = dist[i] + 1
                     queue.append(j)
         return dist
+
+    def _dist(self, start: int) -> list:
+        """Instructions issued from `start` (inclusive) to each reachable node (exclusive)."""
+        return self._bfs(start, self.succ)
+
+    def _reverse_dist(self, end: int) -> list:
+        """Instructions from each node to `end`."""
+        pred = [[] for _ in self.succ]
+        for i, succ in enumerate(self.succ):
+            for j in succ:
+                pred[j].append(i)
+        return self._bfs(end, pred)
 
     def path(self, start: int, end: int) -> list:
         """One shortest instruction path from start to end (both included)."""
@@ -110,23 +123,6 @@ class Sass:
             i = min(self.succ[i], key=lambda j: dist_from_end_rev[j])
             path.append(i)
         return path
-
-    def _reverse_dist(self, end: int) -> list:
-        pred = collections.defaultdict(list)
-        for i, succ in enumerate(self.succ):
-            for j in succ:
-                pred[j].append(i)
-        inf = float("inf")
-        dist = [inf] * len(self.ops)
-        dist[end] = 0
-        queue = collections.deque([end])
-        while queue:
-            j = queue.popleft()
-            for i in pred[j]:
-                if dist[i] == inf:
-                    dist[i] = dist[j] + 1
-                    queue.append(i)
-        return dist
 
     def stores(self, width: str = "128"):
         return [i for i, (_, op, _) in enumerate(self.ops)

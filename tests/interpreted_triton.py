@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 
 import fusedinit
 from conftest import DTYPES, assert_bitwise_equal
-from strategies import SPEC, U64, reference_of, views
+from strategies import EXTREME_SPECS, SPEC, U64, reference_of, views
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
                                 reason="run by test_triton.py with TRITON_INTERPRET=1")
@@ -70,10 +70,7 @@ def test_multi_tensor_list():
 
 
 def test_extreme_parameters():
-    specs = [fusedinit.Uniform(-1.5e38, 1.5e38), fusedinit.Normal(0, 1e-30), fusedinit.Normal(0, 1e5),
-             fusedinit.Normal(2, 0), fusedinit.Uniform(1, 1 + 2**-20),
-             fusedinit.TruncNormal(0, 1, 4.5, 5.5), fusedinit.TruncNormal(0, 1, -5.5, -4.5)]
-    for spec in specs:
+    for spec in EXTREME_SPECS:
         for dtype in DTYPES:
             out = triton_([(torch.empty(1031, dtype=dtype), spec)], 11)[0]
             assert_bitwise_equal(out, reference_of(out, spec, 11), f"{spec} {dtype}")

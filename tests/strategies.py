@@ -16,6 +16,12 @@ SPEC = st.one_of(
     st.builds(fusedinit.Constant, st.floats(-10, 10)),
 )
 
+# Uniform endpoints near the float32 range, tiny and huge std (float16 subnormals and
+# overflow), zero std, a narrow uniform, both extreme tails of the truncated normal.
+EXTREME_SPECS = [fusedinit.Uniform(-1.5e38, 1.5e38), fusedinit.Normal(0, 1e-30),
+                 fusedinit.Normal(0, 1e5), fusedinit.Normal(2, 0), fusedinit.Uniform(1, 1 + 2**-20),
+                 fusedinit.TruncNormal(0, 1, 4.5, 5.5), fusedinit.TruncNormal(0, 1, -5.5, -4.5)]
+
 
 def reference_of(tensor, spec, seed):
     """What the reference writes into a tensor of this shape and dtype."""

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import fusedinit
 from conftest import DTYPES, assert_bitwise_equal
 from fusedinit.testing import emulate_cuda_
-from strategies import SPEC, U64, reference_of, views
+from strategies import EXTREME_SPECS, SPEC, U64, reference_of, views
 
 CHUNK = 8192  # launch_layout.h kChunk: elements of one tensor per block iteration
 GEOMETRY = st.tuples(st.integers(1, 5), st.sampled_from([1, 3, 32, 64, 256]))
@@ -85,10 +85,7 @@ def test_padding_row_in_the_vector_path():
 
 def test_extreme_parameters():
     """Uniform endpoints, huge and tiny std (float16 overflow and subnormals), zero std."""
-    specs = [fusedinit.Uniform(-1.5e38, 1.5e38), fusedinit.Normal(0, 1e-30), fusedinit.Normal(0, 1e5),
-             fusedinit.Normal(2, 0), fusedinit.Uniform(1, 1 + 2**-20),
-             fusedinit.TruncNormal(0, 1, 4.5, 5.5), fusedinit.TruncNormal(0, 1, -5.5, -4.5)]
-    for spec in specs:
+    for spec in EXTREME_SPECS:
         for dtype in DTYPES:
             out = emulate_cuda_([(torch.empty(4099, dtype=dtype), spec)], seed=11, grid=2)[0]
             assert_bitwise_equal(out, reference_of(out, spec, 11), f"{spec} {dtype}")
