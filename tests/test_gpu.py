@@ -106,3 +106,26 @@ def test_more_than_2_31_elements(backend):
     assert int((t == 0).sum()) == cols and not torch.isnan(t).any()
     del t
     torch.cuda.empty_cache()
+
+
+def test_from_config_on_cuda_equals_cpu():
+    tf = pytest.importorskip("transformers")
+    config = tf.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=2, vocab_size=512,
+                            pad_token_id=1)
+    gpu = fusedinit.from_config(config, device="cuda", dtype=torch.bfloat16, seed=3)
+    cpu = fusedinit.from_config(config, dtype=torch.bfloat16, seed=3)
+    assert all(p.device.type == "cuda" for p in gpu.parameters())
+    for (k, a), (_, b) in zip(gpu.state_dict().items(), cpu.state_dict().items()):
+        assert_bitwise_equal(a.cpu(), b, k)
+
+
+@pytest.mark.parametrize("backend", gpu_backends())
+def test_global_blocks_on_gpu(backend):
+    """Shards with aligned and unaligned global index offsets."""
+    full = fusedinit.normal_(torch.empty(64, 100), seed=3, stream=4, padding_idx=7)
+    for lo, hi in [(0, 34), (34, 67), (67, 100), (8, 96)]:
+        part = torch.empty(64, hi - lo, device="cuda")
+        fusedinit.normal_(part, seed=3, stream=4, padding_idx=7, global_shape=(64, 100),
+                          global_offset=(0, lo), backend=backend)
+        assert_bitwise_equal(part.cpu(), full[:, lo:hi].contiguous(), f"{backend} [{lo}, {hi})")

@@ -220,3 +220,9 @@ def test_presets_build_on_meta():
             model = tf.AutoModelForCausalLM.from_config(load_config(name))
         counts[name] = sum(p.numel() for p in model.parameters())
     assert 0.7e9 < counts["llama-1b"] < 1.3e9 and 0.7e9 < counts["deepseek-v3-1b"] < 1.3e9, counts
+
+
+def test_from_config_progress_bar(capsys):
+    config, cls = FAMILIES["llama"]
+    fusedinit.from_config(config, model_class=cls, seed=1, progress=True)
+    assert "fusedinit.from_config" in capsys.readouterr().err

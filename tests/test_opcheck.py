@@ -18,6 +18,15 @@ def test_opcheck_init(dtype):
     torch.library.opcheck(torch.ops.fusedinit.init_.default, init_args(dtype))
 
 
+def test_opcheck_init_with_index_offsets():
+    torch.library.opcheck(torch.ops.fusedinit.init_.default, init_args(torch.float32) + ([0, 5, 1 << 40],))
+
+
+def test_opcheck_emulated_cuda():
+    args = init_args(torch.bfloat16)
+    torch.library.opcheck(torch.ops.fusedinit.emulate_cuda_init_.default, args + (3, 32, [0, 3, 8]))
+
+
 def test_opcheck_philox():
     counters = torch.randint(0, 2**32, (8, 4), dtype=torch.int64)
     keys = torch.randint(0, 2**32, (8, 2), dtype=torch.int64)

@@ -21,6 +21,11 @@ if HAS_EXTENSION:
     def _init_fake(tensors, kinds, params, streams, padding_rows, seed, index_offsets=None):
         return None
 
+    @torch.library.register_fake("fusedinit::emulate_cuda_init_")
+    def _emulate_fake(tensors, kinds, params, streams, padding_rows, seed, grid, block,
+                      index_offsets=None):
+        return None
+
     @torch.library.register_fake("fusedinit::philox4x32_10")
     def _philox_fake(counters, keys):
         return counters.new_empty(counters.shape)
