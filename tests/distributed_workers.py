@@ -118,7 +118,7 @@ def run(rank, world, init_file, case):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world)
     try:
-        (globals()[case] if case in globals() else getattr(__import__("__main__"), case))()
+        globals()[case]()
         dist.barrier()
     finally:
         dist.destroy_process_group()
