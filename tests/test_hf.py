@@ -226,3 +226,14 @@ def test_from_config_progress_bar(capsys):
     config, cls = FAMILIES["llama"]
     fusedinit.from_config(config, model_class=cls, seed=1, progress=True)
     assert "fusedinit.from_config" in capsys.readouterr().err
+
+
+def test_tied_weights_stay_tied():
+    config, cls = FAMILIES["gpt2"]
+    assert config.tie_word_embeddings
+    ours = fused("gpt2")
+    assert ours.lm_head.weight is ours.transformer.wte.weight
+    with fusedinit.patched_transformers(seed=1):
+        patched = cls(config)
+    assert patched.lm_head.weight is patched.transformer.wte.weight
+    assert_bitwise_equal(patched.lm_head.weight.detach(), ours.lm_head.weight.detach())
