@@ -231,11 +231,12 @@ def triton_report(arch: int, tmp: pathlib.Path) -> dict:
     violations = []
     for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
         for layout in ("aligned", "contiguous", "strided"):
-            for index_aligned in (True, False):
+            for index_aligned, has_runs in ((True, False), (False, False), (True, True),
+                                            (False, True)):
                 kernel = compile_kernel(dtype, arch=arch, layout=layout,
-                                        index_aligned=index_aligned)
-                violations += [f"{dtype} {layout} index_aligned={index_aligned}: {v}"
-                               for v in _scan_ptx(kernel.asm["ptx"])]
+                                        index_aligned=index_aligned, has_runs=has_runs)
+                violations += [f"{dtype} {layout} index_aligned={index_aligned} runs={has_runs}: "
+                               f"{v}" for v in _scan_ptx(kernel.asm["ptx"])]
     return {"rows": rows, "ptx_violations": violations}
 
 

@@ -13,19 +13,22 @@ namespace fusedinit {
 inline void check_init_args(at::TensorList tensors, at::IntArrayRef kinds,
                             at::ArrayRef<double> params, at::IntArrayRef streams,
                             at::IntArrayRef padding_rows,
-                            at::OptionalIntArrayRef index_offsets = c10::nullopt) {
+                            at::OptionalIntArrayRef index_map = c10::nullopt) {
   const int64_t n = static_cast<int64_t>(tensors.size());
   TORCH_CHECK(static_cast<int64_t>(kinds.size()) == n && static_cast<int64_t>(streams.size()) == n &&
                   static_cast<int64_t>(padding_rows.size()) == n &&
                   static_cast<int64_t>(params.size()) == n * kParamsPerTensor,
               "fusedinit.init_: expected one kind, stream and padding row and ", kParamsPerTensor,
               " params per tensor");
-  if (index_offsets.has_value()) {
-    TORCH_CHECK(static_cast<int64_t>(index_offsets->size()) == n,
-                "fusedinit.init_: expected one index offset per tensor");
+  if (index_map.has_value()) {
+    TORCH_CHECK(static_cast<int64_t>(index_map->size()) == 3 * n,
+                "fusedinit.init_: index_map needs (offset, run, run_stride) per tensor");
     for (int64_t i = 0; i < n; ++i) {
-      TORCH_CHECK((*index_offsets)[i] >= 0, "fusedinit.init_: index_offsets[", i,
-                  "] must be >= 0, got ", (*index_offsets)[i]);
+      const int64_t offset = (*index_map)[3 * i], run = (*index_map)[3 * i + 1],
+                    stride = (*index_map)[3 * i + 2];
+      TORCH_CHECK(offset >= 0 && run >= 0 && (run == 0 || stride >= run),
+                  "fusedinit.init_: index_map of tensors[", i, "] = (", offset, ", ", run, ", ",
+                  stride, "): need offset >= 0, run >= 0 and run_stride >= run");
     }
   }
   for (int64_t i = 0; i < n; ++i) {

@@ -22,12 +22,14 @@ std::string set_cpu_isa(const std::string& name) { return cpu::set_isa(name.c_st
 TORCH_LIBRARY(fusedinit, m) {
   // One call initializes every tensor of the list in place: kinds[i] picks the distribution
   // (0 normal, 1 uniform, 2 truncated normal, 3 constant), params[6i:6i+6] its parameters,
-  // streams[i] its stream (uint64 bits), padding_rows[i] a row of dim 0 to zero (-1: none),
-  // index_offsets[i] the logical index of its first element (default 0: a tensor that is a
-  // shard of a larger logical tensor starts where the shard starts in it).
+  // streams[i] its stream (uint64 bits), padding_rows[i] a row of dim 0 to zero (-1: none).
+  // index_map[3i:3i+3] = (offset, run, run_stride) places a tensor that is a shard of a larger
+  // logical tensor: its element i (row-major) has logical index
+  //   offset + (i / run) * run_stride + i % run      (run = 0: offset + i)
+  // i.e. runs of `run` consecutive logical indices, `run_stride` apart. Default: all zero.
   m.def(
       "init_(Tensor(a!)[] tensors, int[] kinds, float[] params, int[] streams, "
-      "int[] padding_rows, int seed, int[]? index_offsets=None) -> ()");
+      "int[] padding_rows, int seed, int[]? index_map=None) -> ()");
   // Philox4x32-10 on (N, 4) counters and (N, 2) keys, uint32 values held in int64.
   m.def("philox4x32_10(Tensor counters, Tensor keys) -> Tensor");
   // float32 values (before rounding to a dtype) of the given 32-bit words.
@@ -36,7 +38,7 @@ TORCH_LIBRARY(fusedinit, m) {
   // tests check the CUDA code path without a GPU.
   m.def(
       "emulate_cuda_init_(Tensor(a!)[] tensors, int[] kinds, float[] params, int[] streams, "
-      "int[] padding_rows, int seed, int grid, int block, int[]? index_offsets=None) -> ()");
+      "int[] padding_rows, int seed, int grid, int block, int[]? index_map=None) -> ()");
   m.def("cpu_isa() -> str", &cpu_isa);
   m.def("set_cpu_isa(str name) -> str", &set_cpu_isa);
 }

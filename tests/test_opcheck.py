@@ -18,13 +18,14 @@ def test_opcheck_init(dtype):
     torch.library.opcheck(torch.ops.fusedinit.init_.default, init_args(dtype))
 
 
-def test_opcheck_init_with_index_offsets():
-    torch.library.opcheck(torch.ops.fusedinit.init_.default, init_args(torch.float32) + ([0, 5, 1 << 40],))
+def test_opcheck_init_with_index_map():
+    index_map = [0, 0, 0, 5, 0, 0, 1 << 40, 2, 6]
+    torch.library.opcheck(torch.ops.fusedinit.init_.default, init_args(torch.float32) + (index_map,))
 
 
 def test_opcheck_emulated_cuda():
     args = init_args(torch.bfloat16)
-    torch.library.opcheck(torch.ops.fusedinit.emulate_cuda_init_.default, args + (3, 32, [0, 3, 8]))
+    torch.library.opcheck(torch.ops.fusedinit.emulate_cuda_init_.default, args + (3, 32, [0, 0, 0, 3, 0, 0, 8, 2, 9]))
 
 
 def test_opcheck_philox():

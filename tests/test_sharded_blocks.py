@@ -88,9 +88,10 @@ def test_block_errors_leave_tensor_untouched():
     assert (t == 0).all()
 
 
-def test_index_offsets_op_argument():
-    with pytest.raises(RuntimeError, match="index_offsets"):
-        torch.ops.fusedinit.init_([torch.empty(3)], [0], [0.0, 1, 0, 0, 0, 0], [0], [-1], 1, [-2])
+def test_index_map_op_argument():
+    for bad in ([-2, 0, 0], [0, 4, 3], [0, -1, 0], [0, 0]):
+        with pytest.raises(RuntimeError, match="index_map"):
+            torch.ops.fusedinit.init_([torch.empty(3)], [0], [0.0, 1, 0, 0, 0, 0], [0], [-1], 1, bad)
 
 
 def test_no_full_tensor_is_materialized():
@@ -110,3 +111,14 @@ def test_no_full_tensor_is_materialized():
     emulated = torch.empty(4, 8)
     emulate_cuda_([(emulated, fusedinit.Normal(stream=6), (n, n), (n - 4, 2**30))], seed=5)
     assert_bitwise_equal(emulated, expected)
+
+
+def test_column_shards_are_one_kernel_entry():
+    """A block sharded on any one dim (and on dims 0 and 1 of a 3-D tensor) is one tensor for
+    the kernels - runs of global indices a fixed stride apart - not one entry per row."""
+    from fusedinit.api import _plan
+
+    spec = fusedinit.Normal(stream=1)
+    assert len(_plan(0, (torch.empty(64, 33), spec, (64, 100), (0, 34)))) == 1
+    assert len(_plan(0, (torch.empty(3, 4, 11), spec, (5, 7, 11), (1, 2, 0)))) == 1
+    assert len(_plan(0, (torch.empty(5, 4, 6), spec, (5, 7, 11), (0, 2, 3)))) == 5

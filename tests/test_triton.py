@@ -27,12 +27,16 @@ def test_interpreted_kernel_equals_reference():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("layout", ["aligned", "contiguous", "strided", "index-unaligned"])
+@pytest.mark.parametrize("layout", ["aligned", "contiguous", "strided", "index-unaligned",
+                                    "runs"])
 def test_compiles_for_sm90(dtype, layout):
     from fusedinit.triton.aot import compile_kernel
 
     if layout == "index-unaligned":  # shards whose global index offset is not a unit multiple
-        kernel = compile_kernel(dtype, arch=90, layout="contiguous", index_aligned=False)
+        kernel = compile_kernel(dtype, arch=90, layout="contiguous", index_aligned=False,
+                                has_runs=True)
+    elif layout == "runs":  # shards placed as runs a stride apart, unit-aligned
+        kernel = compile_kernel(dtype, arch=90, layout="aligned", has_runs=True)
     else:
         kernel = compile_kernel(dtype, arch=90, layout=layout)
     ptx = kernel.asm["ptx"]

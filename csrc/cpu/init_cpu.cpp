@@ -9,6 +9,7 @@
 #include <c10/util/OptionalArrayRef.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -42,8 +43,17 @@ struct Target {
   bool contiguous;
   std::vector<int64_t> sizes, strides;  // for strided destinations
   int64_t pad_begin, pad_end;           // logical index range of the padding row (maybe empty)
-  uint64_t index_offset;                // logical index of element 0 (shards of a larger tensor)
+  int64_t offset, run, run_stride;      // placement in a larger logical tensor (index_map)
 };
+
+// End of the run of consecutive logical indices that element i starts in, capped at `end`.
+int64_t run_end(const Target& t, int64_t i, int64_t end) {
+  return t.run == 0 ? end : std::min(end, (i / t.run + 1) * t.run);
+}
+
+uint64_t logical(const Target& t, int64_t i) {
+  return static_cast<uint64_t>(placed_index(t.offset, t.run, t.run_stride, i));
+}
 
 struct WorkItem {
   int64_t target;
@@ -81,7 +91,11 @@ void run_range(const BlockKernels& k, uint64_t seed, const Target& t, int64_t be
     if (zero) {
       std::memset(dst, 0, static_cast<size_t>((end - begin) * esize));
     } else {
-      k.fill(t.job, seed, t.index_offset + static_cast<uint64_t>(begin), end - begin, t.dtype, dst);
+      for (int64_t i = begin; i < end;) {  // one fill per run of consecutive logical indices
+        const int64_t stop = run_end(t, i, end);
+        k.fill(t.job, seed, logical(t, i), stop - i, t.dtype, dst + (i - begin) * esize);
+        i = stop;
+      }
     }
     return;
   }
@@ -89,11 +103,11 @@ void run_range(const BlockKernels& k, uint64_t seed, const Target& t, int64_t be
   Job zeros = t.job;
   zeros.kind = kConstant;  // no uniform bound fix-up on the zeros
   for (int64_t i = begin; i < end; i += kStrided) {
-    const int64_t n = end - i < kStrided ? end - i : kStrided;
+    const int64_t n = std::min(run_end(t, i, end) - i, kStrided);
     if (zero) {
       std::memset(buf, 0, sizeof(float) * static_cast<size_t>(n));
     } else {
-      k.values(t.job, seed, t.index_offset + static_cast<uint64_t>(i), n, buf);
+      k.values(t.job, seed, logical(t, i), n, buf);
     }
     store_strided(t, zero ? zeros : t.job, buf, i, n);
   }
@@ -112,8 +126,8 @@ void run_item(const BlockKernels& k, uint64_t seed, const Target& t, int64_t beg
 
 void init_cpu(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double> params,
               at::IntArrayRef streams, at::IntArrayRef padding_rows, int64_t seed,
-              at::OptionalIntArrayRef index_offsets) {
-  check_init_args(tensors, kinds, params, streams, padding_rows, index_offsets);
+              at::OptionalIntArrayRef index_map) {
+  check_init_args(tensors, kinds, params, streams, padding_rows, index_map);
   std::vector<Target> targets;
   targets.reserve(tensors.size());
   for (const auto i : c10::irange(tensors.size())) {
@@ -136,7 +150,12 @@ void init_cpu(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double
     tg.sizes = t.sizes().vec();
     tg.strides = t.strides().vec();
     tg.pad_begin = tg.pad_end = 0;
-    tg.index_offset = index_offsets.has_value() ? static_cast<uint64_t>((*index_offsets)[i]) : 0;
+    tg.offset = tg.run = tg.run_stride = 0;
+    if (index_map.has_value()) {
+      tg.offset = (*index_map)[3 * i];
+      tg.run = (*index_map)[3 * i + 1];
+      tg.run_stride = (*index_map)[3 * i + 2];
+    }
     if (padding_rows[i] >= 0) {
       const int64_t row = tg.numel / t.size(0);
       tg.pad_begin = padding_rows[i] * row;

@@ -13,13 +13,13 @@ namespace {
 
 void emulate_cuda_init_(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double> params,
                         at::IntArrayRef streams, at::IntArrayRef padding_rows, int64_t seed,
-                        int64_t grid, int64_t block_dim, at::OptionalIntArrayRef index_offsets) {
+                        int64_t grid, int64_t block_dim, at::OptionalIntArrayRef index_map) {
   TORCH_CHECK(grid >= 1 && block_dim >= 1, "fusedinit.emulate_cuda_init_: grid and block must be >= 1");
   for (size_t i = 0; i < tensors.size(); ++i) {
     TORCH_CHECK(tensors[i].device().is_cpu(), "fusedinit.emulate_cuda_init_: tensors[", i,
                 "] must be a CPU tensor");
   }
-  const LaunchPlan plan = make_launch_plan(tensors, kinds, params, streams, padding_rows, index_offsets);
+  const LaunchPlan plan = make_launch_plan(tensors, kinds, params, streams, padding_rows, index_map);
   if (plan.descs.empty()) return;
   float table[kNormalTableRows * kTableStride];  // the block's shared memory
   for (int i = 0; i < kNormalTableRows * kTableStride; ++i) table[i] = table_entry(i);

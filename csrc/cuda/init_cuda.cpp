@@ -17,7 +17,7 @@ namespace {
 
 void init_cuda_(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double> params,
                 at::IntArrayRef streams, at::IntArrayRef padding_rows, int64_t seed,
-                at::OptionalIntArrayRef index_offsets) {
+                at::OptionalIntArrayRef index_map) {
   if (tensors.empty()) return;
   const c10::Device device = tensors[0].device();
   for (size_t i = 0; i < tensors.size(); ++i) {
@@ -25,7 +25,7 @@ void init_cuda_(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<doub
                 tensors[i].device(), " but tensors[0] is on ", device,
                 " (one call per device)");
   }
-  LaunchPlan plan = make_launch_plan(tensors, kinds, params, streams, padding_rows, index_offsets);
+  LaunchPlan plan = make_launch_plan(tensors, kinds, params, streams, padding_rows, index_map);
   if (plan.descs.empty()) return;
   const c10::cuda::CUDAGuard guard(device);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();

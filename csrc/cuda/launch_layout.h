@@ -23,11 +23,11 @@ struct TensorDesc {
   int64_t first_chunk;          // chunks of all earlier tensors: a chunk never spans two tensors
   int64_t pad_begin, pad_end;   // logical indices of the padding row (empty range: none)
   uint64_t stream;
-  int64_t index_offset;         // logical index of element 0 (a shard of a larger tensor)
+  int64_t offset, run, run_stride;  // placement in a larger logical tensor (ops.cpp index_map)
   float p[6];                   // distribution parameters, already float32
   int32_t kind;
   Store store;
-  int32_t vector;               // 1: contiguous, 16-byte aligned, index_offset % 8 == 0
+  int32_t vector;               // 1: contiguous, 16-byte aligned, units inside runs of groups
   int32_t ndim;                 // strided path: logical index -> offset through sizes/strides
   int64_t sizes[kMaxDims];
   int64_t strides[kMaxDims];    // in elements

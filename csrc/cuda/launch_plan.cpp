@@ -50,8 +50,8 @@ void describe_strides(const at::Tensor& t, int64_t i, TensorDesc& d) {
 
 LaunchPlan make_launch_plan(at::TensorList tensors, at::IntArrayRef kinds,
                             at::ArrayRef<double> params, at::IntArrayRef streams,
-                            at::IntArrayRef padding_rows, at::OptionalIntArrayRef index_offsets) {
-  check_init_args(tensors, kinds, params, streams, padding_rows, index_offsets);
+                            at::IntArrayRef padding_rows, at::OptionalIntArrayRef index_map) {
+  check_init_args(tensors, kinds, params, streams, padding_rows, index_map);
   LaunchPlan plan;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
@@ -72,10 +72,14 @@ LaunchPlan make_launch_plan(at::TensorList tensors, at::IntArrayRef kinds,
       d.pad_begin = padding_rows[i] * row;
       d.pad_end = d.pad_begin + row;
     }
-    d.index_offset = index_offsets.has_value() ? (*index_offsets)[i] : 0;
-    // Vector units must start on Philox groups: 8 covers every dtype's unit.
+    if (index_map.has_value()) {
+      d.offset = (*index_map)[3 * i];
+      d.run = (*index_map)[3 * i + 1];
+      d.run_stride = (*index_map)[3 * i + 2];
+    }
+    // Vector units must start on Philox groups and never cross a run: 8 covers every unit.
     d.vector = t.is_contiguous() && reinterpret_cast<uintptr_t>(d.data) % 16 == 0 &&
-               d.index_offset % 8 == 0;
+               d.offset % 8 == 0 && d.run % 8 == 0 && d.run_stride % 8 == 0;
     describe_strides(t, ii, d);
     plan.total_chunks += (d.numel + kChunk - 1) / kChunk;
     plan.descs.push_back(d);

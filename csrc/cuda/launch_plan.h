@@ -21,7 +21,7 @@ struct LaunchPlan {
 // the kernel cannot address (more than kMaxDims dims that do not merge).
 LaunchPlan make_launch_plan(at::TensorList tensors, at::IntArrayRef kinds,
                             at::ArrayRef<double> params, at::IntArrayRef streams,
-                            at::IntArrayRef padding_rows, at::OptionalIntArrayRef index_offsets);
+                            at::IntArrayRef padding_rows, at::OptionalIntArrayRef index_map);
 
 // The seed's Philox round keys (the seed's int64 bits as uint64).
 inline RoundKeys seed_keys(int64_t seed) {

@@ -209,7 +209,7 @@ FI_HD int64_t strided_offset(const TensorDesc& d, int64_t i) {
 // Contiguous, 16-byte aligned tensor: each thread writes whole 16-byte units, consecutive
 // threads consecutive units. kChecks: the range may hold the padding row or end inside a
 // unit (written element-wise); chunks without either run the loop without those tests.
-template <int K, Store S, bool kChecks, class Rows>
+template <int K, Store S, bool kChecks, bool kRuns, class Rows>
 FI_HD void vector_loop(const TensorDesc& d, const RoundKeys& keys, const Rows& rows,
                        int64_t begin, int64_t end, int thread, int block_dim) {
   constexpr int kUnit = StoreTraits<S>::kUnit;
@@ -219,7 +219,9 @@ FI_HD void vector_loop(const TensorDesc& d, const RoundKeys& keys, const Rows& r
     float v[kUnit];
 #pragma unroll
     for (int h = 0; h < kUnit / 4; ++h) {
-      group_values<K>(d, keys, (first + d.index_offset) / 4 + h, rows, v + 4 * h);
+      const int64_t logical = kRuns ? placed_index(d.offset, d.run, d.run_stride, first)
+                                    : d.offset + first;
+      group_values<K>(d, keys, logical / 4 + h, rows, v + 4 * h);
     }
     finish_values<K, kUnit>(d, S, v);
     if (kChecks) zero_padding<kUnit>(d, first, v);
@@ -239,32 +241,39 @@ FI_HD void run_vector(const TensorDesc& d, const RoundKeys& keys, const Rows& ro
                       int64_t begin, int64_t end, int thread, int block_dim) {
   constexpr int kUnit = StoreTraits<S>::kUnit;
   const bool checks = (begin < d.pad_end && end > d.pad_begin) || (end - begin) % kUnit != 0;
-  if (checks) {
-    vector_loop<K, S, true>(d, keys, rows, begin, end, thread, block_dim);
+  // Runs (a shard placed in a larger tensor, not just offset) cost a division per unit:
+  // a loop of their own keeps it out of the common one.
+  if (d.run != 0) {
+    vector_loop<K, S, true, true>(d, keys, rows, begin, end, thread, block_dim);
+  } else if (checks) {
+    vector_loop<K, S, true, false>(d, keys, rows, begin, end, thread, block_dim);
   } else {
-    vector_loop<K, S, false>(d, keys, rows, begin, end, thread, block_dim);
+    vector_loop<K, S, false, false>(d, keys, rows, begin, end, thread, block_dim);
   }
 }
 
-// Any other layout (strided, a start that is not 16-byte aligned, an index offset that is not
-// a multiple of 8): one Philox group of four logical indices per step - groups follow the
-// index offset, so the first and last may be cut by the range - each element stored at its
-// own offset.
+// Any other layout (strided, a start that is not 16-byte aligned, a placement whose runs do
+// not start on Philox groups): four elements per step, each stored at its own offset; an
+// element whose Philox group differs from its neighbour's gets that group computed.
 template <int K, class Rows>
 FI_HD void run_strided(const TensorDesc& d, const RoundKeys& keys, const Rows& rows,
                        int64_t begin, int64_t end, int thread, int block_dim) {
   const int esize = store_size(d.store);
-  const int64_t off = d.index_offset;
-  const int64_t last = (end - 1 + off) / 4;
-  for (int64_t g = (begin + off) / 4 + thread; g <= last; g += block_dim) {
+  for (int64_t first = begin + static_cast<int64_t>(thread) * 4; first < end;
+       first += static_cast<int64_t>(block_dim) * 4) {
     float v[4];
-    group_values<K>(d, keys, g, rows, v);
-    finish_values<K, 4>(d, d.store, v);
+    int64_t cached = -1;
 #pragma unroll
     for (int l = 0; l < 4; ++l) {
-      const int64_t i = g * 4 + l - off;  // local logical index
-      if (i < begin || i >= end) continue;
-      const float x = i >= d.pad_begin && i < d.pad_end ? 0.0f : v[l];
+      const int64_t i = first + l;
+      if (i >= end) break;
+      const int64_t g = placed_index(d.offset, d.run, d.run_stride, i);
+      if (g / 4 != cached) {
+        cached = g / 4;
+        group_values<K>(d, keys, cached, rows, v);
+        finish_values<K, 4>(d, d.store, v);
+      }
+      const float x = i >= d.pad_begin && i < d.pad_end ? 0.0f : v[g % 4];
       store_one(d.data + strided_offset(d, i) * esize, d.store, x);
     }
   }

@@ -98,6 +98,12 @@ FI_HD uint32_t stream_word(uint64_t seed, uint64_t stream, uint64_t index) {
   return w.v[index & 3];
 }
 
+// Logical index of element i of a tensor placed by (offset, run, run_stride) in a larger
+// logical tensor (ops.cpp, index_map): runs of `run` consecutive indices, `run_stride` apart.
+FI_HD int64_t placed_index(int64_t offset, int64_t run, int64_t run_stride, int64_t i) {
+  return run == 0 ? offset + i : offset + (i / run) * run_stride + i % run;
+}
+
 // ---- bit helpers --------------------------------------------------------------------
 FI_HD float bits_to_float(uint32_t b) {
 #if defined(__CUDA_ARCH__)

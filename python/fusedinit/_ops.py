@@ -18,12 +18,12 @@ HAS_EXTENSION = EXTENSION_ERROR is None
 if HAS_EXTENSION:
 
     @torch.library.register_fake("fusedinit::init_")
-    def _init_fake(tensors, kinds, params, streams, padding_rows, seed, index_offsets=None):
+    def _init_fake(tensors, kinds, params, streams, padding_rows, seed, index_map=None):
         return None
 
     @torch.library.register_fake("fusedinit::emulate_cuda_init_")
     def _emulate_fake(tensors, kinds, params, streams, padding_rows, seed, grid, block,
-                      index_offsets=None):
+                      index_map=None):
         return None
 
     @torch.library.register_fake("fusedinit::philox4x32_10")
@@ -46,12 +46,14 @@ def has_kernel(device_type: str) -> bool:
                                                           _DISPATCH_KEYS[device_type])
 
 
-def init_(tensors, kinds, params, streams, padding_rows, seed: int, index_offsets=None) -> None:
-    """One op call for a list of tensors on one device (streams and seed as uint64)."""
-    if index_offsets is not None and not any(index_offsets):
-        index_offsets = None
+def init_(tensors, kinds, params, streams, padding_rows, seed: int, placements=None) -> None:
+    """One op call for a list of tensors on one device (streams and seed as uint64;
+    placements: one (offset, run, run_stride) per tensor, or None)."""
+    index_map = None
+    if placements is not None and any(any(p) for p in placements):
+        index_map = [x for p in placements for x in p]
     torch.ops.fusedinit.init_(tensors, kinds, params, [_as_int64(s) for s in streams],
-                              padding_rows, _as_int64(seed), index_offsets)
+                              padding_rows, _as_int64(seed), index_map)
 
 
 def _as_int64(x: int) -> int:

@@ -76,7 +76,7 @@ def init_many_(items: Iterable[Tuple[torch.Tensor, object]], *, seed: Optional[i
 
 
 def _plan(index: int, item) -> list:
-    """Check one item; returns [(tensor, kind, params, stream, padding_row, index_offset)]:
+    """Check one item; returns [(tensor, kind, params, stream, padding_row, placement)]:
     one entry, or the pieces of a shard (sharding.py)."""
     if not isinstance(item, (tuple, list)) or len(item) not in (2, 4):
         raise TypeError(f"items[{index}] must be a (tensor, spec) pair or a (tensor, spec, "
@@ -111,20 +111,21 @@ def _plan(index: int, item) -> list:
                              f"{rows} ({where})")
         padding_row = spec.padding_idx % rows
     if global_shape is None:
-        return [(tensor, spec.kind, spec.params(), spec.stream, padding_row, 0)]
+        return [(tensor, spec.kind, spec.params(), spec.stream, padding_row, (0, 0, 0))]
     out = []
-    for view, offset, row, zero in sharding.pieces(tensor, global_shape, global_offset, padding_row):
+    for view, placement, row, zero in sharding.pieces(tensor, global_shape, global_offset,
+                                                      padding_row):
         kind, params = (CONSTANT_ZERO.kind, CONSTANT_ZERO.params()) if zero else (spec.kind, spec.params())
-        out.append((view, kind, params, spec.stream, row, offset))
+        out.append((view, kind, params, spec.stream, row, placement))
     return out
 
 
 def _run(device: torch.device, group: Sequence[tuple], seed: int, backend: Optional[str]):
     impl = _choose(device, backend)
     if impl == "reference":
-        for tensor, kind, params, stream, padding_row, index_offset in group:
+        for tensor, kind, params, stream, padding_row, placement in group:
             reference.init_(tensor, kind=kind, params=params, seed=seed, stream=stream,
-                            padding_row=padding_row, index_offset=index_offset)
+                            padding_row=padding_row, placement=placement)
         return
     args = ([g[0] for g in group], [g[1] for g in group], [p for g in group for p in g[2]],
             [g[3] for g in group], [g[4] for g in group], seed, [g[5] for g in group])

@@ -149,6 +149,15 @@ def round_to(values: torch.Tensor, dtype: torch.dtype, kind: int, params) -> tor
     return out
 
 
+def placed_index(placement, i: torch.Tensor) -> torch.Tensor:
+    """Logical indices of elements i of a tensor placed by (offset, run, run_stride) in a larger
+    logical tensor: runs of `run` consecutive indices, `run_stride` apart (run 0: offset + i)."""
+    offset, run, run_stride = placement
+    if run == 0:
+        return i + offset
+    return offset + torch.div(i, run, rounding_mode="floor") * run_stride + i % run
+
+
 def values_at(indices: torch.Tensor, *, kind: int, params, seed: int, stream: int,
               dtype: torch.dtype) -> torch.Tensor:
     """Contract values at the given logical indices (int64 tensor), in `dtype`."""
@@ -157,16 +166,16 @@ def values_at(indices: torch.Tensor, *, kind: int, params, seed: int, stream: in
 
 
 def init_(tensor: torch.Tensor, *, kind: int, params, seed: int, stream: int,
-          padding_row: int = -1, index_offset: int = 0, chunk: int = 1 << 20) -> torch.Tensor:
+          padding_row: int = -1, placement=(0, 0, 0), chunk: int = 1 << 20) -> torch.Tensor:
     """Fill `tensor` in place with the contract's values (any strides, any device); element i
-    (row-major) gets the value of logical index index_offset + i."""
+    (row-major) gets the value of logical index placed_index(placement, i)."""
     n = tensor.numel()
     if n == 0:
         return tensor
     flat = torch.empty(n, dtype=tensor.dtype, device=tensor.device)
     for start in range(0, n, chunk):
-        idx = torch.arange(start, min(n, start + chunk), dtype=torch.int64,
-                           device=tensor.device) + index_offset
+        idx = placed_index(placement, torch.arange(start, min(n, start + chunk),
+                                                   dtype=torch.int64, device=tensor.device))
         flat[start:start + chunk] = values_at(idx, kind=kind, params=params, seed=seed,
                                               stream=stream, dtype=tensor.dtype)
     if padding_row >= 0:

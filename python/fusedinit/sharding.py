@@ -3,10 +3,9 @@
 (global) tensor, so any sharding of a tensor holds exactly the values of the unsharded one,
 without communication and without materializing anything but the local block.
 
-The local block is cut into pieces whose row-major order is one contiguous run of global
-indices (the dims after the last partial dim are whole): one piece when only dim 0 is sharded,
-one per leading index otherwise. Each piece is a view written by the kernels with its run's
-first global index as `index_offset`."""
+The kernels take a placement per tensor - (offset, run, run_stride): element i has logical
+index offset + (i / run) * run_stride + i % run - which covers a block sharded on any one
+dim (and most multi-dim blocks) in one entry; other blocks are cut into a few such pieces."""
 from __future__ import annotations
 
 import itertools
@@ -69,22 +68,33 @@ def check_block(local: torch.Tensor, global_shape, global_offset, where: str):
 
 
 def pieces(local: torch.Tensor, global_shape: Sequence[int], global_offset: Sequence[int],
-           padding_row: int) -> List[Tuple[torch.Tensor, int, int, bool]]:
-    """[(view, index_offset, local padding row or -1, whole view is padding)] covering `local`.
-    `padding_row` is a global row of dim 0 (-1: none)."""
+           padding_row: int) -> List[Tuple[torch.Tensor, Tuple[int, int, int], int, bool]]:
+    """[(view, placement (offset, run, run_stride), local padding row or -1, whole view is
+    padding)] covering `local`; `padding_row` is a global row of dim 0 (-1: none).
+
+    The dims after the last partial dim k are whole, so the local sub-block over dims k.. is
+    one run of consecutive global indices (run = its size); consecutive runs are `run_stride`
+    apart when the leading dims step linearly - always for one leading dim (a 2-D tensor
+    sharded on dim 1, a [E, I, H] tensor on dim 1) - so one entry covers the whole block.
+    Otherwise the block is split over all leading dims but the last."""
     n, size, off = list(local.shape), list(global_shape), list(global_offset)
     d = len(n)
     if d == 0:
-        return [(local, 0, -1, False)]
+        return [(local, (0, 0, 0), -1, False)]
     gstride = [math.prod(size[k + 1:]) for k in range(d)]
     partial = [k for k in range(d) if n[k] != size[k] or off[k] != 0]
     k = partial[-1] if partial else 0
+    base = sum(o * g for o, g in zip(off, gstride))
+    row = padding_row - off[0] if padding_row >= 0 else -1
+    row = row if 0 <= row < n[0] else -1
     if k == 0:
-        start = off[0] * gstride[0]
-        row = padding_row - off[0] if padding_row >= 0 else -1
-        return [(local, start, row if 0 <= row < n[0] else -1, False)]
+        return [(local, (base, 0, 0), row, False)]
+    run, stride = math.prod(n[k:]), gstride[k - 1]
+    if all(gstride[j] == stride * math.prod(n[j + 1:k]) for j in range(k)):
+        return [(local, (base, run, stride), row, False)]
     out = []
-    for idx in itertools.product(*(range(n[j]) for j in range(k))):
-        start = sum((off[j] + idx[j]) * gstride[j] for j in range(k)) + off[k] * gstride[k]
-        out.append((local[idx], start, -1, padding_row >= 0 and off[0] + idx[0] == padding_row))
+    for idx in itertools.product(*(range(n[j]) for j in range(k - 1))):
+        start = base + sum(i * gstride[j] for j, i in enumerate(idx))
+        zero = padding_row >= 0 and off[0] + idx[0] == padding_row
+        out.append((local[idx], (start, run, stride), -1, zero))
     return out

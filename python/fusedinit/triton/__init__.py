@@ -19,6 +19,6 @@ def import_error() -> Exception | None:
     return None
 
 
-def init_(tensors, kinds, params, streams, padding_rows, seed: int, index_offsets=None) -> None:
+def init_(tensors, kinds, params, streams, padding_rows, seed: int, placements=None) -> None:
     from .launch import init_ as launch
-    launch(tensors, kinds, params, streams, padding_rows, seed, index_offsets)
+    launch(tensors, kinds, params, streams, padding_rows, seed, placements)

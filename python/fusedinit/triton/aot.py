@@ -14,7 +14,8 @@ _PTR = {torch.float32: "*fp32", torch.float64: "*fp64", torch.bfloat16: "*bf16",
 
 
 def compile_kernel(dtype: torch.dtype = torch.float32, *, arch: int = 90, layout: str = "aligned",
-                   only_kind: int = -1, num_tensors: int = 2, index_aligned: bool = True):
+                   only_kind: int = -1, num_tensors: int = 2, index_aligned: bool = True,
+                   has_runs: bool = False):
     """triton.compile of init_kernel for `dtype` on sm_`arch` (the options a launch uses:
     no fp fusion, NATIVE=True). Returns the CompiledKernel (its .asm has 'ptx' and 'cubin')."""
     import triton
@@ -27,7 +28,7 @@ def compile_kernel(dtype: torch.dtype = torch.float32, *, arch: int = 90, layout
         "STORE": _STORE[dtype], "STRIDED": layout == "strided", "ALIGNED": layout == "aligned",
         "NATIVE": True, "UNIT": 8 if dtype.itemsize == 2 else 4, "BLOCK": BLOCK,
         "SEARCH_STEPS": math.ceil(math.log2(num_tensors)) if num_tensors > 1 else 0,
-        "ONLY_KIND": only_kind, "INDEX_ALIGNED": index_aligned,
+        "ONLY_KIND": only_kind, "INDEX_ALIGNED": index_aligned, "HAS_RUNS": has_runs,
     }
     for name in constexprs:
         signature[name] = "constexpr"

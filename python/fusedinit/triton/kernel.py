@@ -12,8 +12,9 @@ import triton.language as tl
 
 # Per-tensor metadata columns (int64 table, one row per tensor).
 COL_OFFSET, COL_NUMEL, COL_FIRST_BLOCK, COL_PAD_BEGIN, COL_PAD_END, COL_STREAM_LO, \
-    COL_STREAM_HI, COL_KIND, COL_NDIM, COL_SEED_LO, COL_SEED_HI, COL_INDEX_OFFSET = range(12)
-COL_SIZES = 12           # 8 sizes, then 8 strides (strided layout only)
+    COL_STREAM_HI, COL_KIND, COL_NDIM, COL_SEED_LO, COL_SEED_HI, COL_INDEX_OFFSET, COL_RUN, \
+    COL_RUN_STRIDE = range(14)
+COL_SIZES = 14           # 8 sizes, then 8 strides (strided layout only)
 MAX_DIMS = 8
 META_COLS = COL_SIZES + 2 * MAX_DIMS
 TABLE_STRIDE = 8         # normal table: 64 rows of 8 floats (6 coefficients, zero padded)
@@ -35,6 +36,8 @@ _COL_NDIM = tl.constexpr(COL_NDIM)
 _COL_SEED_LO = tl.constexpr(COL_SEED_LO)
 _COL_SEED_HI = tl.constexpr(COL_SEED_HI)
 _COL_INDEX_OFFSET = tl.constexpr(COL_INDEX_OFFSET)
+_COL_RUN = tl.constexpr(COL_RUN)
+_COL_RUN_STRIDE = tl.constexpr(COL_RUN_STRIDE)
 _COL_SIZES = tl.constexpr(COL_SIZES)
 _MAX_DIMS = tl.constexpr(MAX_DIMS)
 _META_COLS = tl.constexpr(META_COLS)
@@ -209,6 +212,13 @@ def _fp16_to_f32(h):
 
 
 @triton.jit
+def _placed(i, offset, run, run_stride):
+    """Logical index of element i (rng_math.h placed_index)."""
+    safe_run = tl.where(run == 0, 1, run)
+    return tl.where(run == 0, offset + i, offset + (i // safe_run) * run_stride + i % safe_run)
+
+
+@triton.jit
 def _element_offsets(meta_row, idx, ndim, STRIDED: tl.constexpr):
     """Logical (row-major) index -> element offset from the tensor's start."""
     if STRIDED:
@@ -231,7 +241,7 @@ def init_kernel(base, meta, params, table, num_tensors,
                 STORE: tl.constexpr, STRIDED: tl.constexpr, ALIGNED: tl.constexpr,
                 NATIVE: tl.constexpr, UNIT: tl.constexpr, BLOCK: tl.constexpr,
                 SEARCH_STEPS: tl.constexpr, ONLY_KIND: tl.constexpr,
-                INDEX_ALIGNED: tl.constexpr = True):
+                INDEX_ALIGNED: tl.constexpr = True, HAS_RUNS: tl.constexpr = False):
     pid = tl.program_id(0).to(tl.int64)
     # The tensor of this block: the last one whose first block is <= pid.
     lo = pid * 0
@@ -262,17 +272,26 @@ def init_kernel(base, meta, params, table, num_tensors,
     rows = tl.arange(0, ROWS)
     lane = tl.arange(0, UNIT)[None, :]
     idx = begin + rows[:, None] * UNIT + lane            # element index in the tensor
-    # Its logical index is index_offset + idx (a shard of a larger tensor).
+    # Its logical index: placed by (offset, run, run_stride) in a larger logical tensor.
     index_offset = tl.load(row_meta + _COL_INDEX_OFFSET)
-    group0 = (begin + index_offset) // 4 + rows * (UNIT // 4)
+    run = tl.load(row_meta + _COL_RUN)
+    run_stride = tl.load(row_meta + _COL_RUN_STRIDE)
+    row_start = begin + rows * UNIT
+    if HAS_RUNS:
+        group0 = _placed(row_start, index_offset, run, run_stride) // 4
+    else:
+        group0 = (row_start + index_offset) // 4
     if kind == 3:
         v = _f32(tl.zeros((ROWS, UNIT), tl.uint32) | _bits(p0))  # exact, -0.0 included
     else:
         w = tl.zeros((ROWS, UNIT), tl.uint32)
         if not INDEX_ALIGNED:
-            # index_offset % UNIT != 0: a row spans other Philox groups; each element computes
+            # A placement not in whole units: a row may span Philox groups; each element computes
             # its own group's words and keeps its lane (correct, four times the Philox work).
-            gidx = idx + index_offset
+            if HAS_RUNS:
+                gidx = _placed(idx, index_offset, run, run_stride)
+            else:
+                gidx = idx + index_offset
             g2 = gidx // 4
             lane2 = gidx % 4
             x0, x1, x2, x3 = _philox(g2.to(tl.uint32), (g2 >> 32).to(tl.uint32),

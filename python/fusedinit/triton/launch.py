@@ -53,9 +53,10 @@ def _layout(t: torch.Tensor) -> str:
 
 
 def init_(tensors: Sequence[torch.Tensor], kinds, params, streams, padding_rows, seed: int,
-          index_offsets=None):
-    """Same arguments as fusedinit::init_ (streams and seed as uint64), tensors on one device."""
-    offsets = list(index_offsets) if index_offsets is not None else [0] * len(tensors)
+          placements=None):
+    """Same arguments as fusedinit::init_ (streams and seed as uint64, one (offset, run,
+    run_stride) placement per tensor or None), tensors on one device."""
+    offsets = list(placements) if placements is not None else [(0, 0, 0)] * len(tensors)
     groups = defaultdict(list)
     for i, t in enumerate(tensors):
         if t.numel() == 0:
@@ -65,24 +66,26 @@ def init_(tensors: Sequence[torch.Tensor], kinds, params, streams, padding_rows,
                                f"strided dimensions; the Triton kernel addresses at most "
                                f"{K.MAX_DIMS} (make it contiguous first)")
         unit = 8 if t.element_size() == 2 else 4
-        groups[(t.dtype, _layout(t), offsets[i] % unit == 0)].append(i)
+        groups[(t.dtype, _layout(t), all(x % unit == 0 for x in offsets[i]),
+                offsets[i][1] != 0)].append(i)
     launches = []
-    for (dtype, layout, index_aligned), members in groups.items():
+    for (dtype, layout, index_aligned, has_runs), members in groups.items():
         # Every tensor of a launch is addressed from the first one's pointer in elements.
         by_base = defaultdict(list)
         for i in members:
             by_base[tensors[i].data_ptr() % tensors[i].element_size()].append(i)
-        launches.extend((dtype, layout, index_aligned, group) for group in by_base.values())
-    for dtype, layout, index_aligned, group in launches:
-        _launch(dtype, layout, index_aligned, [tensors[i] for i in group], [kinds[i] for i in group],
+        launches.extend((dtype, layout, (index_aligned, has_runs), group)
+                        for group in by_base.values())
+    for dtype, layout, index_class, group in launches:
+        _launch(dtype, layout, index_class, [tensors[i] for i in group], [kinds[i] for i in group],
                 [params[6 * i: 6 * i + 6] for i in group], [streams[i] for i in group],
                 [padding_rows[i] for i in group], [offsets[i] for i in group], seed)
 
 
 def _meta_row(t: torch.Tensor, offset: int, first_block: int, kind: int, stream: int,
-              padding_row: int, seed: int, strided: bool, index_offset: int = 0) -> List[int]:
+              padding_row: int, seed: int, strided: bool, placement=(0, 0, 0)) -> List[int]:
     row = [0] * K.META_COLS
-    row[K.COL_INDEX_OFFSET] = index_offset
+    row[K.COL_INDEX_OFFSET], row[K.COL_RUN], row[K.COL_RUN_STRIDE] = placement
     row[K.COL_OFFSET] = offset
     row[K.COL_NUMEL] = t.numel()
     row[K.COL_FIRST_BLOCK] = first_block
@@ -101,8 +104,8 @@ def _meta_row(t: torch.Tensor, offset: int, first_block: int, kind: int, stream:
     return row
 
 
-def _launch(dtype, layout, index_aligned, tensors, kinds, params, streams, padding_rows,
-            index_offsets, seed):
+def _launch(dtype, layout, index_class, tensors, kinds, params, streams, padding_rows,
+            placements, seed):
     device = tensors[0].device
     esize = tensors[0].element_size()
     base = tensors[0]
@@ -110,7 +113,7 @@ def _launch(dtype, layout, index_aligned, tensors, kinds, params, streams, paddi
     for j, t in enumerate(tensors):
         rows.append(_meta_row(t, (t.data_ptr() - base.data_ptr()) // esize, first_block, kinds[j],
                               streams[j], padding_rows[j], seed, layout == "strided",
-                              index_offsets[j]))
+                              placements[j]))
         first_block += -(-t.numel() // BLOCK)
     meta = torch.tensor(rows, dtype=torch.int64)
     flat_params = torch.tensor([float(x) for p in params for x in p], dtype=torch.float32)
@@ -124,4 +127,5 @@ def _launch(dtype, layout, index_aligned, tensors, kinds, params, streams, paddi
         STORE=_STORE[dtype], STRIDED=layout == "strided", ALIGNED=layout == "aligned",
         NATIVE=not interpreting(), UNIT=8 if esize == 2 else 4, BLOCK=BLOCK,
         SEARCH_STEPS=math.ceil(math.log2(len(tensors))) if len(tensors) > 1 else 0,
-        ONLY_KIND=-1, INDEX_ALIGNED=index_aligned, num_warps=NUM_WARPS, enable_fp_fusion=False)
+        ONLY_KIND=-1, INDEX_ALIGNED=index_class[0], HAS_RUNS=index_class[1], num_warps=NUM_WARPS,
+        enable_fp_fusion=False)
