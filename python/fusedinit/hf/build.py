@@ -114,14 +114,17 @@ def from_config(config, *, model_class=None, device=None, dtype: Optional[torch.
     """Like `model_class.from_config(config, ...)` (default AutoModelForCausalLM), with the
     model's own per-parameter init rules, on `device` (default CPU), written by fusedinit with
     `seed` (None: drawn from torch's default generator). With `device_mesh`, the model is
-    sharded with FSDP2 (each block, then the root) and every rank writes only its shards; the
-    gathered state equals the unsharded model's bit for bit."""
+    sharded with FSDP2 (each block, then the root) on the mesh's device type unless `device`
+    says otherwise, and every rank writes only its shards; the gathered state equals the
+    unsharded model's bit for bit."""
     from tqdm.auto import tqdm
 
     if model_class is None:
         from transformers import AutoModelForCausalLM
         model_class = AutoModelForCausalLM
-    device = torch.device(device if device is not None else "cpu")
+    if device is None:  # the mesh's device type when sharding, else CPU
+        device = device_mesh.device_type if device_mesh is not None else "cpu"
+    device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     # Auto classes have from_config, model classes _from_config (same arguments).
