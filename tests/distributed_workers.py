@@ -1,6 +1,7 @@
 """Worker bodies for test_distributed.py: each runs in its own process of a gloo group on CPU
 and raises (non-zero exit) on any mismatch."""
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -120,8 +121,15 @@ def run(rank, world, init_file, case):
     try:
         globals()[case]()
         dist.barrier()
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    # Every rank is done (barrier): leave without running gloo's destructors, whose thread
+    # teardown intermittently aborts the process ("terminate called without an active
+    # exception") on torch 2.13 after a clean run.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def fsdp2_llama_from_config():
