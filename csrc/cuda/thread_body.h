@@ -7,7 +7,6 @@
 #include "launch_layout.h"
 
 #if defined(__CUDA_ARCH__)
-#include <cuda_fp16.h>
 #include <vector_types.h>
 #endif
 
@@ -88,18 +87,12 @@ FI_HD void store_element(char* dst, T bits) {
 #endif
 }
 
-FI_HD uint32_t f64_lo(float v) {
-  double d = static_cast<double>(v);
+// The bits of the float64 a float32 widens to.
+FI_HD uint64_t f64_bits(float v) {
+  const double d = static_cast<double>(v);
   uint64_t b;
   std::memcpy(&b, &d, sizeof b);
-  return static_cast<uint32_t>(b);
-}
-
-FI_HD uint32_t f64_hi(float v) {
-  double d = static_cast<double>(v);
-  uint64_t b;
-  std::memcpy(&b, &d, sizeof b);
-  return static_cast<uint32_t>(b >> 32);
+  return b;
 }
 
 // kUnit values to a 16-byte aligned address (32 bytes for float64).
@@ -109,8 +102,11 @@ FI_HD void store_unit(char* dst, const float* v) {
     store16(dst, float_to_bits(v[0]), float_to_bits(v[1]), float_to_bits(v[2]),
             float_to_bits(v[3]));
   } else if constexpr (S == Store::kFloat64) {
-    store16(dst, f64_lo(v[0]), f64_hi(v[0]), f64_lo(v[1]), f64_hi(v[1]));
-    store16(dst + 16, f64_lo(v[2]), f64_hi(v[2]), f64_lo(v[3]), f64_hi(v[3]));
+    for (int half = 0; half < 2; ++half) {
+      const uint64_t a = f64_bits(v[2 * half]), b = f64_bits(v[2 * half + 1]);
+      store16(dst + 16 * half, static_cast<uint32_t>(a), static_cast<uint32_t>(a >> 32),
+              static_cast<uint32_t>(b), static_cast<uint32_t>(b >> 32));
+    }
   } else if constexpr (S == Store::kBFloat16) {
     store16(dst, pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]),
             pack_bf16x2(v[6], v[7]));
@@ -217,12 +213,10 @@ FI_HD void vector_loop(const TensorDesc& d, const RoundKeys& keys, const Rows& r
   for (int64_t first = begin + static_cast<int64_t>(thread) * kUnit; first < end;
        first += static_cast<int64_t>(block_dim) * kUnit) {
     float v[kUnit];
+    const int64_t group = (kRuns ? placed_index(d.offset, d.run, d.run_stride, first)
+                                 : d.offset + first) / 4;
 #pragma unroll
-    for (int h = 0; h < kUnit / 4; ++h) {
-      const int64_t logical = kRuns ? placed_index(d.offset, d.run, d.run_stride, first)
-                                    : d.offset + first;
-      group_values<K>(d, keys, logical / 4 + h, rows, v + 4 * h);
-    }
+    for (int h = 0; h < kUnit / 4; ++h) group_values<K>(d, keys, group + h, rows, v + 4 * h);
     finish_values<K, kUnit>(d, S, v);
     if (kChecks) zero_padding<kUnit>(d, first, v);
     if (!kChecks || first + kUnit <= end) {

@@ -49,11 +49,15 @@ def has_kernel(device_type: str) -> bool:
 def init_(tensors, kinds, params, streams, padding_rows, seed: int, placements=None) -> None:
     """One op call for a list of tensors on one device (streams and seed as uint64;
     placements: one (offset, run, run_stride) per tensor, or None)."""
-    index_map = None
-    if placements is not None and any(any(p) for p in placements):
-        index_map = [x for p in placements for x in p]
     torch.ops.fusedinit.init_(tensors, kinds, params, [_as_int64(s) for s in streams],
-                              padding_rows, _as_int64(seed), index_map)
+                              padding_rows, _as_int64(seed), index_map(placements))
+
+
+def index_map(placements):
+    """The op's index_map argument: the placements flattened, or None when all are (0, 0, 0)."""
+    if placements is None or not any(any(p) for p in placements):
+        return None
+    return [x for p in placements for x in p]
 
 
 def _as_int64(x: int) -> int:

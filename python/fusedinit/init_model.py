@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     from transformers import AutoModelForCausalLM
 
     from .hf import from_config
+    from .hf.build import dtype_keyword
     from .hf.presets import load_config
 
     config = load_config(args.config)
@@ -63,18 +64,14 @@ def main(argv=None) -> int:
     if args.compare_stock:
         def stock():
             with torch.device(device):
-                return AutoModelForCausalLM.from_config(config, **{_dtype_kw(): dtype})
+                return AutoModelForCausalLM.from_config(
+                    config, **{dtype_keyword(AutoModelForCausalLM.from_config): dtype})
 
         model, stock_seconds = _timed(stock, device)
         del model
         print(f"stock from_config:     {stock_seconds:.2f} s")
         print(f"speedup: {stock_seconds / seconds:.1f}x")
     return 0
-
-
-def _dtype_kw() -> str:
-    import transformers
-    return "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
 
 
 if __name__ == "__main__":

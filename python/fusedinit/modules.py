@@ -2,7 +2,7 @@
 (Hugging Face's base `_init_weights` semantics), and `init_module_` for any nn.Module."""
 from __future__ import annotations
 
-from typing import Iterator, Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import nn
@@ -61,10 +61,6 @@ def generic_rules(module: nn.Module, std: float) -> list:
             if p.is_floating_point() and p.dim() >= 2]
 
 
-def _owners(module: nn.Module) -> Iterator[Tuple[str, nn.Module]]:
-    yield from module.named_modules(remove_duplicate=False)
-
-
 def init_module_(module: nn.Module, *, std: float = 0.02, seed: Optional[int] = None,
                  generator: Optional[torch.Generator] = None, prefix: str = "") -> nn.Module:
     """Initialize every submodule of `module` in one op call per device: Linear / Conv / Bilinear
@@ -82,14 +78,11 @@ def init_module_(module: nn.Module, *, std: float = 0.02, seed: Optional[int] = 
     for name, t in list(module.named_parameters()) + list(module.named_buffers()):
         canonical.setdefault(id(t), name)
     with torch.no_grad():
-        for owner_name, owner in _owners(module):
+        for owner_name, owner in module.named_modules(remove_duplicate=False):
             for t, spec in generic_rules(owner, std):
                 name = canonical.get(id(t))
                 if name is None or name.rpartition(".")[0] != owner_name:
                     continue  # a tied parameter: its first name's owner decides
-                if not t.is_floating_point():
-                    t.zero_() if spec.value == 0 else t.fill_(spec.value)
-                    continue
                 session.queue(t, spec)
         session.flush()
     return module

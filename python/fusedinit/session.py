@@ -13,7 +13,7 @@ from torch import nn
 
 from .api import init_many_
 from .sharding import is_dtensor
-from .specs import Normal
+from .specs import Constant, Normal
 from .streams import param_stream
 
 _local = threading.local()
@@ -58,19 +58,26 @@ class InitSession:
                 self.names.setdefault(key, prefix + name)
         self.pending: Dict[tuple, tuple] = {}   # key -> (tensor, spec)
         self._storages: Dict[tuple, int] = {}  # storages with pending writes -> count
-        self.flushes = 0
 
     # -- queue --------------------------------------------------------------------------------
     def name_of(self, t: torch.Tensor) -> Optional[str]:
         key = tensor_key(t)
         return None if key is None else self.names.get(key)
 
-    def queue(self, t: torch.Tensor, spec, name: Optional[str] = None) -> bool:
-        """Queue `spec` for `t` (a whole parameter or buffer of the root); False if `t` is not one."""
+    def queue(self, t: torch.Tensor, spec) -> bool:
+        """Queue `spec` for `t` (a whole parameter or buffer of the root); False if `t` is not
+        one. A constant for an integer buffer (BatchNorm's num_batches_tracked), which the
+        kernels do not write, is written at once."""
         key = tensor_key(t)
-        name = name or (self.names.get(key) if key is not None else None)
-        if key is None or name is None or not t.is_floating_point():
+        name = self.names.get(key) if key is not None else None
+        if name is None:
             return False
+        if not t.is_floating_point():
+            if not isinstance(spec, Constant):
+                return False
+            with torch.no_grad():
+                t.fill_(spec.value)
+            return True
         if "stream" in {f.name for f in dataclasses.fields(spec)}:  # Constant draws nothing
             spec = dataclasses.replace(spec, stream=param_stream(name))
         if key not in self.pending:
@@ -92,8 +99,7 @@ class InitSession:
                 continue
             row, rem = divmod(view.storage_offset() - t.storage_offset(), t.stride(0))
             if rem == 0 and 0 <= row < t.shape[0]:
-                self.pending[key] = (t, dataclasses.replace(spec, padding_idx=row))
-                return True
+                return self.pad_row(t, row)
         return False
 
     def pad_row(self, t: torch.Tensor, row: int) -> bool:
@@ -133,7 +139,6 @@ class InitSession:
         items = list(self.pending.values())
         self.pending.clear()
         self._storages.clear()
-        self.flushes += 1
         with torch.no_grad():
             init_many_(items, seed=self.seed)
 
@@ -143,7 +148,7 @@ def current_session() -> Optional[InitSession]:
 
 
 class active_session:
-    """Make `session` the current one for this thread (nested use keeps the outer one)."""
+    """Make `session` the current one for this thread; the previous one is restored on exit."""
 
     def __init__(self, session: InitSession):
         self.session = session

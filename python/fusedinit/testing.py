@@ -25,5 +25,5 @@ def emulate_cuda_(items: Iterable[Tuple[torch.Tensor, object]], *, seed: Optiona
         torch.ops.fusedinit.emulate_cuda_init_(
             [p[0] for p in plans], [p[1] for p in plans], [x for p in plans for x in p[2]],
             [_ops._as_int64(p[3]) for p in plans], [p[4] for p in plans], _ops._as_int64(seed),
-            grid, block, [x for p in plans for x in p[5]])
+            grid, block, _ops.index_map([p[5] for p in plans]))
     return [item[0] for item in items]

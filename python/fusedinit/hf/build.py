@@ -79,18 +79,15 @@ def _shard_fsdp2(model: nn.Module, mesh) -> None:
     fully_shard(model, mesh=mesh)
 
 
-def _from_config_sharded(model: nn.Module, device: torch.device, mesh, seed, progress) -> nn.Module:
+def _from_config_sharded(model: nn.Module, device: torch.device, mesh, seed) -> nn.Module:
     """Record the model's init rules on the meta device (nothing allocated), shard it with
     FSDP2 on `mesh`, allocate each rank's shards on `device`, then write every shard - each
     element gets its value in the unsharded tensor - in one op call per device."""
     from .._seed import resolve_seed
     from ..api import init_many_
-    from ..session import InitSession, active_session
-    from .recorder import WriteRecorder, recording_trunc_normal
 
     seed = resolve_seed(seed, None)
-    session = InitSession(model, seed, record_only=True)
-    with active_session(session), WriteRecorder(session), recording_trunc_normal(session):
+    with recording(model, seed, record_only=True) as session:
         model.initialize_weights()
     specs = session.specs_by_name()
     model.tie_weights()
@@ -130,15 +127,13 @@ def from_config(config, *, model_class=None, device=None, dtype: Optional[torch.
     # Auto classes have from_config, model classes _from_config (same arguments).
     build = getattr(model_class, "from_config", None) or model_class._from_config
     if dtype is not None:
-        # transformers 5 takes dtype=, 4.x torch_dtype=
-        params = inspect.signature(build).parameters
-        kwargs["dtype" if "dtype" in params or _transformers_major() >= 5 else "torch_dtype"] = dtype
+        kwargs[dtype_keyword(build)] = dtype
     steps = tqdm(total=4, desc="fusedinit.from_config", disable=not progress)
     with _parameters_on_meta(), _no_init_weights():
         model = build(config, **kwargs)
     steps.update()
     if device_mesh is not None:
-        model = _from_config_sharded(model, device, device_mesh, seed, progress)
+        model = _from_config_sharded(model, device, device_mesh, seed)
         steps.update(3)
         steps.close()
         return model
@@ -155,6 +150,10 @@ def from_config(config, *, model_class=None, device=None, dtype: Optional[torch.
     return model
 
 
-def _transformers_major() -> int:
+def dtype_keyword(build) -> str:
+    """The dtype argument of a transformers model builder: dtype= in 5.x, torch_dtype= in 4.x."""
     import transformers
-    return int(transformers.__version__.split(".")[0])
+
+    if "dtype" in inspect.signature(build).parameters:
+        return "dtype"
+    return "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"

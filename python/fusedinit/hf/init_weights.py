@@ -21,6 +21,7 @@ from torch import nn
 from .._seed import resolve_seed
 from ..modules import base_rules
 from ..session import InitSession, current_session
+from .patch import models_on_stack
 
 _local = threading.local()
 
@@ -37,27 +38,14 @@ def config_std(config) -> float:
     return getattr(text, "initializer_range", 0.02)
 
 
-def _pass_root():
-    """(root model, frame) of the innermost `initialize_weights` running on this thread."""
-    from transformers import PreTrainedModel
-
-    frame = sys._getframe(2)
-    while frame is not None:
-        if frame.f_code.co_name == "initialize_weights":
-            owner = frame.f_locals.get("self")
-            if isinstance(owner, PreTrainedModel):
-                return owner, frame
-        frame = frame.f_back
-    return None, None
-
-
 def _pass_session(model) -> Optional[InitSession]:
     """The queue of the running pass when batching is safe (no override of _init_weights).
     It is flushed when the pass's `initialize_weights` frame returns: a profile hook (chained
     to any profiler already set) watches for that one return, whatever transformers skips."""
     if type(model)._init_weights is not fused_init_weights:
         return None
-    root, frame = _pass_root()
+    # The innermost initialize_weights running on this thread: its model is the pass's root.
+    root, frame = next(models_on_stack("initialize_weights"), (None, None))
     if root is None:
         return None
     state = getattr(_local, "pass_state", None)
@@ -99,9 +87,6 @@ def fused_init_weights(self, module: nn.Module) -> None:
         PreTrainedModel._init_weights(self, module)
         return
     for t, spec in real:
-        if t.is_floating_point():
-            target.queue(t, spec)
-        else:
-            t.data.zero_()  # num_batches_tracked
+        target.queue(t, spec)
     if target is not session and owned is None:
         target.flush()

@@ -29,28 +29,34 @@ def _pretrained_model():
 
 
 @contextmanager
-def recording(model, seed: Optional[int]):
+def recording(model, seed: Optional[int], record_only: bool = False):
     """Record and batch every init write made inside, for `model`'s parameters and buffers;
-    flush once at the end (not on error: the error propagates)."""
-    session = InitSession(model, resolve_seed(seed, None))
+    flush once at the end (not on error: the error propagates). record_only: keep the writes
+    queued (InitSession) instead of writing them."""
+    session = InitSession(model, resolve_seed(seed, None), record_only=record_only)
     with active_session(session), WriteRecorder(session), recording_trunc_normal(session):
         yield session
     session.flush()
+
+
+def models_on_stack(function: str):
+    """(model, frame) for each frame of `function` (e.g. "initialize_weights") on this thread's
+    stack whose `self` is a PreTrainedModel, innermost first."""
+    cls = _pretrained_model()
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, cls):
+                yield owner, frame
+        frame = frame.f_back
 
 
 def _built_inside_another_model(model) -> bool:
     """True while `model` is constructed as a submodel inside another PreTrainedModel's
     __init__ (LlamaModel inside LlamaForCausalLM): its parameters do not have their final
     names yet."""
-    cls = _pretrained_model()
-    frame = sys._getframe(2)
-    while frame is not None:
-        if frame.f_code.co_name == "__init__":
-            owner = frame.f_locals.get("self")
-            if isinstance(owner, cls) and owner is not model:
-                return True
-        frame = frame.f_back
-    return False
+    return any(owner is not model for owner, _ in models_on_stack("__init__"))
 
 
 def _wrap(original):

@@ -47,6 +47,11 @@ def _spec(func, args, kwargs):
 _WRITES = {aten.normal_.default, aten.uniform_.default, aten.fill_.Scalar, aten.zero_.default}
 
 
+def _writes_plus_zero(spec) -> bool:
+    """The write is +0.0: what a padding row holds (-0.0 is a different value)."""
+    return isinstance(spec, Constant) and spec.value == 0.0 and math.copysign(1.0, spec.value) > 0
+
+
 def _is_view(func) -> bool:
     """Ops that return an alias without writing (select, view, detach, ...): no data is read."""
     returns = func._schema.returns
@@ -85,8 +90,7 @@ class WriteRecorder(TorchDispatchMode):
             if spec is not None:
                 if session.queue(args[0], spec):
                     return args[0]
-                if (isinstance(spec, Constant) and spec.value == 0.0
-                        and math.copysign(1.0, spec.value) > 0 and session.zero_row(args[0])):
+                if _writes_plus_zero(spec) and session.zero_row(args[0]):
                     return args[0]
         if not _is_view(func):
             tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
@@ -99,13 +103,10 @@ class WriteRecorder(TorchDispatchMode):
                     session.flush()
         return func(*args, **kwargs)
 
-
     def _row_op(self, func, args, kwargs):
         """zero_ of a sharded parameter's row: its pending normal's padding row."""
         _, param, row = self.rows[id(args[0])]
-        spec = _spec(func, args, kwargs)
-        if (isinstance(spec, Constant) and spec.value == 0.0
-                and math.copysign(1.0, spec.value) > 0 and self.session.pad_row(param, row)):
+        if _writes_plus_zero(_spec(func, args, kwargs)) and self.session.pad_row(param, row):
             return args[0]
         raise RuntimeError(f"fusedinit: {func} on a row of a sharded parameter during init is "
                            "not supported (only zeroing a padding row is); initialize with "

@@ -65,6 +65,14 @@ def _philox(c0, c1, c2, c3, k0, k1):
 
 
 @triton.jit
+def _group_words(g, stream_lo, stream_hi, seed_lo, seed_hi):
+    """The four words of Philox groups g (int64): counter (g lo, g hi, stream lo, stream hi)."""
+    zero = tl.zeros_like(g).to(tl.uint32)
+    return _philox(g.to(tl.uint32), (g >> 32).to(tl.uint32), zero + stream_lo, zero + stream_hi,
+                   seed_lo, seed_hi)
+
+
+@triton.jit
 def _clz(x, NATIVE: tl.constexpr):
     """Leading zeros of a non-zero uint32."""
     if NATIVE:
@@ -292,19 +300,11 @@ def init_kernel(base, meta, params, table, num_tensors,
                 gidx = _placed(idx, index_offset, run, run_stride)
             else:
                 gidx = idx + index_offset
-            g2 = gidx // 4
             lane2 = gidx % 4
-            x0, x1, x2, x3 = _philox(g2.to(tl.uint32), (g2 >> 32).to(tl.uint32),
-                                     tl.zeros_like(lane2).to(tl.uint32) + stream_lo,
-                                     tl.zeros_like(lane2).to(tl.uint32) + stream_hi,
-                                     seed_lo, seed_hi)
+            x0, x1, x2, x3 = _group_words(gidx // 4, stream_lo, stream_hi, seed_lo, seed_hi)
             w = tl.where(lane2 == 0, x0, tl.where(lane2 == 1, x1, tl.where(lane2 == 2, x2, x3)))
         for h in tl.static_range(UNIT // 4 if INDEX_ALIGNED else 0):
-            g = group0 + h
-            x0, x1, x2, x3 = _philox(g.to(tl.uint32), (g >> 32).to(tl.uint32),
-                                     tl.zeros_like(rows).to(tl.uint32) + stream_lo,
-                                     tl.zeros_like(rows).to(tl.uint32) + stream_hi,
-                                     seed_lo, seed_hi)
+            x0, x1, x2, x3 = _group_words(group0 + h, stream_lo, stream_hi, seed_lo, seed_hi)
             w = tl.where(lane == 4 * h + 0, x0[:, None], w)
             w = tl.where(lane == 4 * h + 1, x1[:, None], w)
             w = tl.where(lane == 4 * h + 2, x2[:, None], w)

@@ -61,12 +61,14 @@ def init_(tensors: Sequence[torch.Tensor], kinds, params, streams, padding_rows,
     for i, t in enumerate(tensors):
         if t.numel() == 0:
             continue
-        if _layout(t) == "strided" and len(merged_dims(t)[0]) > K.MAX_DIMS:
-            raise RuntimeError(f"fusedinit.init_: tensors[{i}] needs {len(merged_dims(t)[0])} "
-                               f"strided dimensions; the Triton kernel addresses at most "
-                               f"{K.MAX_DIMS} (make it contiguous first)")
+        layout = _layout(t)
+        dims = len(merged_dims(t)[0]) if layout == "strided" else 1
+        if dims > K.MAX_DIMS:
+            raise RuntimeError(f"fusedinit.init_: tensors[{i}] needs {dims} strided dimensions; "
+                               f"the Triton kernel addresses at most {K.MAX_DIMS} (make it "
+                               "contiguous first)")
         unit = 8 if t.element_size() == 2 else 4
-        groups[(t.dtype, _layout(t), all(x % unit == 0 for x in offsets[i]),
+        groups[(t.dtype, layout, all(x % unit == 0 for x in offsets[i]),
                 offsets[i][1] != 0)].append(i)
     launches = []
     for (dtype, layout, index_aligned, has_runs), members in groups.items():
