@@ -40,7 +40,7 @@ struct Target {
   char* data;
   int64_t numel;
   bool contiguous;
-  std::vector<int64_t> sizes, strides;  // for strided destinations
+  c10::SmallVector<int64_t, 6> sizes, strides;  // strided destinations only (no heap use)
   int64_t pad_begin, pad_end;           // logical index range of the padding row (maybe empty)
   int64_t offset, run, run_stride;      // placement in a larger logical tensor (index_map)
 };
@@ -101,8 +101,8 @@ void run_range(const BlockKernels& k, uint64_t seed, const Target& t, int64_t be
   float buf[kStrided];
   Job zeros = t.job;
   zeros.kind = kConstant;  // no uniform bound fix-up on the zeros
-  for (int64_t i = begin; i < end; i += kStrided) {
-    const int64_t n = std::min(run_end(t, i, end) - i, kStrided);
+  for (int64_t i = begin, n = 0; i < end; i += n) {  // a buffer never spans two runs
+    n = std::min(run_end(t, i, end) - i, kStrided);
     if (zero) {
       std::memset(buf, 0, sizeof(float) * static_cast<size_t>(n));
     } else {
@@ -144,8 +144,10 @@ void init_cpu(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double
     if (tg.numel == 0) continue;
     tg.data = static_cast<char*>(t.data_ptr());
     tg.contiguous = t.is_contiguous();
-    tg.sizes = t.sizes().vec();
-    tg.strides = t.strides().vec();
+    if (!tg.contiguous) {
+      tg.sizes.assign(t.sizes().begin(), t.sizes().end());
+      tg.strides.assign(t.strides().begin(), t.strides().end());
+    }
     tg.pad_begin = tg.pad_end = 0;
     tg.offset = tg.run = tg.run_stride = 0;
     if (index_map.has_value()) {

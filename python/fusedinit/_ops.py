@@ -3,6 +3,7 @@ the op traces under torch.compile) and says which devices have a compiled kernel
 from __future__ import annotations
 
 import warnings
+from itertools import chain
 from typing import NamedTuple, Optional, Sequence
 
 import torch
@@ -49,15 +50,19 @@ def init_(tensors: Sequence[torch.Tensor], kinds: Sequence[int], params: Sequenc
           placements: Optional[Sequence[Placement]] = None) -> None:
     """One op call for a list of tensors on one device (streams and seed as uint64;
     placements: one Placement per tensor, or None)."""
-    torch.ops.fusedinit.init_(tensors, kinds, params, [_as_int64(s) for s in streams],
-                              padding_rows, _as_int64(seed), index_map(placements))
+    streams = [s if s < _I64 else s - _U64 for s in streams]  # as _as_int64, inline: per tensor
+    torch.ops.fusedinit.init_(tensors, kinds, params, streams, padding_rows, _as_int64(seed),
+                              index_map(placements))
 
 
 def index_map(placements: Optional[Sequence[Placement]]) -> Optional[list]:
     """The op's index_map argument: the placements flattened, or None when all are WHOLE."""
-    if placements is None or not any(any(p) for p in placements):
+    if placements is None or placements.count(WHOLE) == len(placements):
         return None
-    return [x for p in placements for x in p]
+    return list(chain.from_iterable(placements))
+
+
+_I64, _U64 = 1 << 63, 1 << 64
 
 
 def _as_int64(x: int) -> int:

@@ -41,9 +41,13 @@ def has_internal_overlap(t: torch.Tensor) -> bool:
     return bool((offsets[1:] == offsets[:-1]).any())
 
 
-def _byte_range(t: torch.Tensor) -> Tuple[int, int]:
+def byte_range(t: torch.Tensor) -> Tuple[int, int]:
+    """[first byte, end) of the memory a (non-meta) tensor's elements lie in."""
+    begin = t.data_ptr()
+    if t.is_contiguous():
+        return begin, begin + t.nbytes
     last = sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
-    return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
+    return begin, begin + (last + 1) * t.element_size()
 
 
 def _elements_intersect(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -59,16 +63,25 @@ def _elements_intersect(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool((starts[1:] < ends[:-1]).any())
 
 
-def shared_memory_pairs(tensors: Sequence[Tuple[int, torch.Tensor]]) -> List[Tuple[int, int]]:
-    """Pairs of (label) whose tensors share memory. Address ranges are sorted first (a long
-    list costs n log n); only intersecting ranges get the exact element test."""
-    ranges = sorted((_byte_range(t) + (label, t)) for label, t in tensors
-                    if t.numel() > 0 and t.device.type != "meta")
-    pairs, open_ = [], []
-    for begin, end, label, t in ranges:
-        open_ = [r for r in open_ if r[1] > begin]
-        for _, _, other_label, other in open_:
-            if other.device == t.device and _elements_intersect(other, t):
-                pairs.append((other_label, label))
-        open_.append((begin, end, label, t))
-    return pairs
+def shared_memory_pairs(tensors: Sequence[torch.Tensor],
+                        ranges: List[Tuple[int, int, int]]) -> List[Tuple[int, int]]:
+    """Index pairs (i < j) of tensors that share memory, given (begin, end, i) = byte_range of
+    tensors[i] for every non-empty, non-meta one. The ranges are sorted (a long list costs
+    n log n); only intersecting ranges get the exact element test."""
+    ranges.sort()
+    pairs = []
+    open_: list = []  # earlier ranges that may still reach the current one
+    reach = -1        # the largest end so far
+    for begin, end, i in ranges:
+        if begin < reach:
+            open_ = [r for r in open_ if r[1] > begin]
+            for _, _, j in open_:
+                a, b = tensors[j], tensors[i]
+                if a.device == b.device and _elements_intersect(a, b):
+                    pairs.append((min(i, j), max(i, j)))
+        else:
+            open_.clear()
+        open_.append((begin, end, i))
+        if end > reach:
+            reach = end
+    return sorted(pairs)

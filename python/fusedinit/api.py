@@ -8,19 +8,20 @@ bumped), made under no_grad like torch.nn.init's.
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import chain
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
 from . import _ops, reference, sharding
 from ._ops import WHOLE, Placement
-from ._overlap import has_internal_overlap, shared_memory_pairs
+from ._overlap import byte_range, has_internal_overlap, shared_memory_pairs
 from ._seed import resolve_seed
-from .specs import SPECS, Constant, Normal, TruncNormal, Uniform, check_dtype
+from .specs import LARGEST, SPECS, Constant, Normal, TruncNormal, Uniform, check_dtype
 
 CONSTANT_ZERO = Constant(0.0)
 
-SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+SUPPORTED_DTYPES = tuple(LARGEST)
 BACKENDS = (None, "cpu", "cuda", "triton", "reference")
 
 
@@ -62,7 +63,7 @@ class Entry(NamedTuple):
 
     tensor: torch.Tensor
     kind: int
-    params: List[float]
+    params: Tuple[float, ...]
     stream: int
     padding_row: int  # row of dim 0 written as zeros, -1: none
     placement: Placement
@@ -81,11 +82,16 @@ def init_many_(items: Iterable[Tuple[torch.Tensor, object]], *, seed: Optional[i
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     groups = defaultdict(list)
+    cpu = groups[_CPU]
     for entry in plan_items(items):
         tensor = entry.tensor
-        if tensor.device.type == "meta" or tensor.numel() == 0:
-            continue  # nothing to write: meta tensors are returned unchanged
-        groups[tensor.device].append(entry)
+        if tensor.is_cpu:  # (asked first: a torch.device per tensor costs more than the check)
+            if tensor.numel():
+                cpu.append(entry)
+        elif not tensor.is_meta and tensor.numel():  # meta tensors are returned unchanged
+            groups[tensor.device].append(entry)
+    if not cpu:
+        del groups[_CPU]
     impls = {device: _choose(device, backend) for device in groups}
     seed = resolve_seed(seed, generator)
     with torch.no_grad():
@@ -94,19 +100,45 @@ def init_many_(items: Iterable[Tuple[torch.Tensor, object]], *, seed: Optional[i
     return [item[0] for item in items]
 
 
+_CPU = torch.device("cpu")
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+_FAST_SPECS = (Normal, Uniform, TruncNormal, Constant)
+
+
 def plan_items(items: Sequence) -> List[Entry]:
     """Check every item and the items together (no two may share memory); returns the op
     entries. Under torch.compile the checks Dynamo cannot trace are left to the op (C++)."""
+    compiling = torch.compiler.is_compiling()
     entries: List[Entry] = []
-    written = []
+    written: List[torch.Tensor] = []
+    ranges: List[Tuple[int, int, int]] = []
+    inference_mode = torch.is_inference_mode_enabled()
     for index, item in enumerate(items):
-        local, item_entries = _check_item(index, item)
+        # The common item - a dense, contiguous plain tensor and a spec without padding - is
+        # checked inline: the per-tensor cost is what a model with 10^5 parameters pays.
+        if (type(item) is tuple and len(item) == 2 and type(item[0]) in _PLAIN
+                and type(item[1]) in _FAST_SPECS and not compiling):
+            tensor, spec = item
+            largest = LARGEST.get(tensor.dtype)
+            if (largest is not None and spec.largest_value <= largest and spec.padding_idx is None
+                    and tensor.is_contiguous() and tensor.layout == torch.strided
+                    and not tensor.is_nested and (inference_mode or not tensor.is_inference())):
+                entries.append(Entry(tensor, spec.kind, spec.op_params, spec.stream, -1, WHOLE))
+                written.append(tensor)
+                nbytes = tensor.nbytes
+                if nbytes and not tensor.is_meta:
+                    begin = tensor.data_ptr()
+                    ranges.append((begin, begin + nbytes, index))
+                continue
+        local, item_entries = _check_item(index, item, compiling)
         entries.extend(item_entries)
-        written.append((index, local))
-    if len(written) > 1 and not torch.compiler.is_compiling():
-        pairs = shared_memory_pairs(written)
+        written.append(local)
+        if not compiling and local.numel() and not local.is_meta:
+            ranges.append(byte_range(local) + (index,))
+    if len(ranges) > 1:
+        pairs = shared_memory_pairs(written, ranges)
         if pairs:
-            i, j = min(pairs)
+            i, j = pairs[0]
             raise RuntimeError(f"items[{i}] and items[{j}] share memory (the same tensor twice, "
                                "or overlapping views): each element must be written once")
     return entries
@@ -114,10 +146,10 @@ def plan_items(items: Sequence) -> List[Entry]:
 
 def _plan(index: int, item) -> List[Entry]:
     """The op entries of one item: one, or the pieces of a shard (sharding.py)."""
-    return _check_item(index, item)[1]
+    return _check_item(index, item, torch.compiler.is_compiling())[1]
 
 
-def _check_item(index: int, item) -> Tuple[torch.Tensor, List[Entry]]:
+def _check_item(index: int, item, compiling: bool) -> Tuple[torch.Tensor, List[Entry]]:
     """Check one item; returns (the local tensor written, its entries)."""
     if not isinstance(item, (tuple, list)) or len(item) not in (2, 4):
         raise TypeError(f"items[{index}] must be a (tensor, spec) pair or a (tensor, spec, "
@@ -125,37 +157,42 @@ def _check_item(index: int, item) -> Tuple[torch.Tensor, List[Entry]]:
     tensor, spec = item[0], item[1]
     global_shape, global_offset = (item[2], item[3]) if len(item) == 4 else (None, None)
     where = f"items[{index}]" if index else "tensor"
-    if type(tensor) is not torch.Tensor and sharding.is_dtensor(tensor):
+    if type(tensor) not in _PLAIN and sharding.is_dtensor(tensor):
         if global_shape is not None or global_offset is not None:
             raise ValueError(f"{where} is a DTensor: its placements give its global shape and "
                              "offset; do not pass global_shape / global_offset")
-        tensor, global_shape, global_offset = sharding.dtensor_block(tensor, where)
+        tensor, global_shape, blocks = sharding.dtensor_blocks(tensor, where)
+    else:
+        blocks = None
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{where} must be a torch.Tensor, got {type(tensor).__name__}")
     if not isinstance(spec, SPECS):
         raise TypeError(f"spec of {where} must be one of Normal, Uniform, TruncNormal, Constant; "
                         f"got {type(spec).__name__}")
     # Layout first: the other checks (and their messages) assume a dense tensor.
-    if tensor.is_nested:
-        raise TypeError(f"{where} is a nested tensor; fusedinit fills dense (strided) tensors "
-                        "(initialize its components or its values() instead)")
-    if tensor.layout != torch.strided:
-        raise TypeError(f"{where} has layout {tensor.layout}; fusedinit fills dense (strided) "
-                        "tensors (for a sparse tensor, initialize its values())")
-    if tensor.dtype not in SUPPORTED_DTYPES:
+    if tensor.layout != torch.strided or tensor.is_nested:
+        what = "a nested tensor" if tensor.is_nested else f"layout {tensor.layout}"
+        raise TypeError(f"{where} has {what}; fusedinit fills dense (strided) tensors (for a "
+                        "sparse or nested tensor, initialize its values())")
+    largest = LARGEST.get(tensor.dtype)
+    if largest is None:
         raise TypeError(f"{where} has dtype {tensor.dtype}; fusedinit fills float32, float64, "
                         f"bfloat16 and float16 tensors")
-    check_dtype(spec, tensor.dtype, where)
-    if not torch.compiler.is_compiling():  # the op checks these itself (op_args.h)
+    if spec.largest_value > largest:
+        check_dtype(spec, tensor.dtype, where)
+    if not compiling:  # the op checks these itself (op_args.h)
         if tensor.is_inference() and not torch.is_inference_mode_enabled():
             raise RuntimeError(f"{where} is an inference tensor: in-place update to an inference "
                                "tensor outside InferenceMode is not allowed (clone it first)")
-        if has_internal_overlap(tensor):
+        if not tensor.is_contiguous() and has_internal_overlap(tensor):
             raise RuntimeError(f"{where} has elements that share memory (e.g. an expanded or "
                                "unfolded view); in-place initialization would be ill-defined, "
                                "clone it first")
-    global_shape, global_offset = sharding.check_block(tensor, global_shape, global_offset, where)
     padding_row = -1
+    if blocks is None and (global_shape is not None or global_offset is not None):
+        global_shape, global_offset = sharding.check_block(tensor, global_shape, global_offset,
+                                                           where)
+        blocks = [(tensor, global_offset)]
     if spec.padding_idx is not None:
         if tensor.dim() == 0:
             raise IndexError(f"padding_idx needs a tensor with at least one dimension ({where})")
@@ -165,13 +202,14 @@ def _check_item(index: int, item) -> Tuple[torch.Tensor, List[Entry]]:
                              f"{rows} ({where})")
         padding_row = spec.padding_idx % rows
     if global_shape is None:
-        return tensor, [Entry(tensor, spec.kind, spec.params(), spec.stream, padding_row, WHOLE)]
+        return tensor, [Entry(tensor, spec.kind, spec.op_params, spec.stream, padding_row, WHOLE)]
     out = []
-    for piece in sharding.pieces(tensor, global_shape, global_offset, padding_row):
-        zero = piece.all_padding
-        out.append(Entry(piece.view, CONSTANT_ZERO.kind if zero else spec.kind,
-                         CONSTANT_ZERO.params() if zero else spec.params(), spec.stream,
-                         piece.padding_row, piece.placement))
+    for view, offset in blocks:
+        for piece in sharding.pieces(view, global_shape, offset, padding_row):
+            zero = piece.all_padding
+            out.append(Entry(piece.view, CONSTANT_ZERO.kind if zero else spec.kind,
+                             CONSTANT_ZERO.op_params if zero else spec.op_params, spec.stream,
+                             piece.padding_row, piece.placement))
     return tensor, out
 
 
@@ -181,9 +219,9 @@ def _run(impl: str, group: Sequence[Entry], seed: int) -> None:
             reference.init_(e.tensor, kind=e.kind, params=e.params, seed=seed, stream=e.stream,
                             padding_row=e.padding_row, placement=e.placement)
         return
-    args = ([e.tensor for e in group], [e.kind for e in group],
-            [p for e in group for p in e.params], [e.stream for e in group],
-            [e.padding_row for e in group], seed, [e.placement for e in group])
+    tensors, kinds, params, streams, padding_rows, placements = zip(*group)  # columns
+    args = (list(tensors), list(kinds), list(chain.from_iterable(params)), list(streams),
+            list(padding_rows), seed, list(placements))
     if impl == "triton":
         from . import triton as triton_backend
 

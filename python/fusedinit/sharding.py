@@ -44,25 +44,89 @@ class Piece(NamedTuple):
     all_padding: bool  # the whole view lies in the padding row
 
 
-def dtensor_block(t, where: str) -> Tuple[torch.Tensor, Tuple[int, ...], Tuple[int, ...]]:
-    """(local tensor, global shape, global offset of the local block) of a DTensor."""
+def dtensor_blocks(t, where: str) -> Tuple[torch.Tensor, Tuple[int, ...],
+                                           List[Tuple[torch.Tensor, Tuple[int, ...]]]]:
+    """(local tensor, global shape, [(view of local, global offset of that block)]) of a
+    DTensor. With Shard / Replicate placements the local tensor is one block; a _StridedShard
+    (FSDP2 over TP) holds along its dim several runs of global indices, so the local tensor is
+    the product of those runs: one block per combination (split_factor of them per dim)."""
     from torch.distributed.tensor import Partial, Replicate, Shard
-    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
+    strided = _strided_shard_type()
     for p in t.placements:
         if isinstance(p, Partial):
             raise ValueError(f"{where} is a DTensor with a Partial placement ({p}): its local "
                              "tensors are summands, not values; redistribute it to Shard or "
                              "Replicate before initializing")
-        if type(p) not in (Shard, Replicate):
+        if not isinstance(p, (Shard, Replicate)) and not (strided and isinstance(p, strided)):
             raise NotImplementedError(f"{where}: DTensor placement {p!r} is not supported "
-                                      "(Shard and Replicate are)")
+                                      "(Shard, _StridedShard and Replicate are)")
     local = t.to_local()
-    shape, offset = compute_local_shape_and_global_offset(t.shape, t.device_mesh, t.placements)
-    if tuple(shape) != tuple(local.shape):
+    shape = tuple(t.shape)
+    indices = global_indices(t)
+    if tuple(len(ix) for ix in indices) != tuple(local.shape):
         raise RuntimeError(f"{where}: local shard has shape {tuple(local.shape)}, the mesh "
-                           f"implies {tuple(shape)}")
-    return local, tuple(t.shape), tuple(int(o) for o in offset)
+                           f"implies {tuple(len(ix) for ix in indices)}")
+    per_dim = [_runs(ix) for ix in indices]  # [(local start, global start, length)] per dim
+    blocks = []
+    for combo in itertools.product(*per_dim):
+        view = local[tuple(slice(ls, ls + n) for ls, _, n in combo)]
+        blocks.append((view, tuple(gs for _, gs, _ in combo)))
+    return local, shape, blocks
+
+
+def _strided_shard_type():
+    try:
+        from torch.distributed.tensor.placement_types import _StridedShard
+    except ImportError:  # a torch without it
+        return None
+    return _StridedShard
+
+
+def global_indices(t) -> List[range]:
+    """For each dim of a DTensor, the global indices its local shard holds, in local order:
+    the mesh's placements applied left to right, each splitting the indices the previous ones
+    left (as torch does it; computed locally, no collective)."""
+    from torch.distributed.tensor import Shard
+
+    strided = _strided_shard_type()
+    mesh = t.device_mesh
+    coordinate = mesh.get_coordinate()
+    if coordinate is None:  # this rank holds no part of the mesh
+        return [range(0) for _ in t.shape]
+    indices: List[Sequence[int]] = [range(n) for n in t.shape]
+    for mesh_dim, p in enumerate(t.placements):
+        if strided is not None and isinstance(p, strided):
+            from torch.distributed.tensor.placement_types import _StridedShardOffsetMode
+
+            size, offsets = p.local_shard_size_and_offset(
+                len(indices[p.dim]), mesh.size(mesh_dim), coordinate[mesh_dim],
+                _StridedShardOffsetMode.ALL)
+            taken = list(offsets) if size else []
+        elif isinstance(p, Shard):
+            size, first = Shard.local_shard_size_and_offset(
+                len(indices[p.dim]), mesh.size(mesh_dim), coordinate[mesh_dim])
+            indices[p.dim] = indices[p.dim][first:first + size]  # a range stays a range
+            continue
+        else:
+            continue
+        previous = indices[p.dim]
+        indices[p.dim] = [previous[i] for i in taken]
+    return indices
+
+
+def _runs(global_idx: Sequence[int]) -> List[Tuple[int, int, int]]:
+    """(local start, global start, length) of each run of consecutive global indices."""
+    if isinstance(global_idx, range):  # Shard and Replicate dims: one run, O(1)
+        return [(0, global_idx.start, len(global_idx))]
+    runs: List[Tuple[int, int, int]] = []
+    for local_i, g in enumerate(global_idx):
+        if runs and runs[-1][1] + runs[-1][2] == g:
+            ls, gs, n = runs[-1]
+            runs[-1] = (ls, gs, n + 1)
+        else:
+            runs.append((local_i, g, 1))
+    return runs or [(0, 0, 0)]
 
 
 def check_block(local: torch.Tensor, global_shape, global_offset, where: str):

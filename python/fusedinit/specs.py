@@ -39,10 +39,20 @@ def _largest_z() -> float:
 Z_MAX = _largest_z()
 
 
+LARGEST = {dtype: torch.finfo(dtype).max
+           for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)}
+
+
+def _finish(spec) -> None:
+    """Compute once what every use of the spec needs (a call may pass it for 10^5 tensors)."""
+    object.__setattr__(spec, "op_params", tuple(spec.params()))
+    object.__setattr__(spec, "largest_value", spec.bound())
+
+
 def check_dtype(spec, dtype: torch.dtype, where: str) -> None:
     """Refuse a spec whose values would not be finite in `dtype` (torch refuses them too)."""
-    largest = torch.finfo(dtype).max
-    bound = spec.bound()
+    largest = LARGEST[dtype]
+    bound = spec.largest_value
     if bound > largest:
         raise ValueError(f"{spec} can produce values of magnitude up to {bound:.6g}, beyond the "
                          f"largest finite {dtype} ({largest:.6g}): {where} would get inf")
@@ -75,6 +85,7 @@ class Normal:
                                              or not isinstance(self.padding_idx, int)):
             raise TypeError(f"padding_idx must be an int or None, got {type(self.padding_idx).__name__}")
         object.__setattr__(self, "stream", check_u64("stream", self.stream))
+        _finish(self)
 
     kind = NORMAL
 
@@ -103,6 +114,7 @@ class Uniform:
         if abs(f32(self.b) - f32(self.a)) >= _F32_LIMIT:
             raise ValueError(f"uniform range b - a = {self.b - self.a} overflows float32")
         object.__setattr__(self, "stream", check_u64("stream", self.stream))
+        _finish(self)
 
     kind = UNIFORM
     padding_idx = None
@@ -137,6 +149,7 @@ class TruncNormal:
                 f"no probability mass between a={self.a} and b={self.b} for N({self.mean}, "
                 f"{self.std}^2) at float32 resolution")
         object.__setattr__(self, "stream", check_u64("stream", self.stream))
+        _finish(self)
 
     kind = TRUNC_NORMAL
     padding_idx = None
@@ -171,6 +184,7 @@ class Constant:
         # The same checks as the other specs' parameters: NaN payloads, infinities and values
         # beyond float32 would differ between backends or overflow.
         object.__setattr__(self, "value", _real("value", self.value))
+        _finish(self)
 
     kind = CONSTANT
     padding_idx = None
