@@ -112,7 +112,7 @@ def plan_items(items: Sequence) -> List[Entry]:
     entries: List[Entry] = []
     written: List[torch.Tensor] = []
     ranges: List[Tuple[int, int, int]] = []
-    inference_mode = torch.is_inference_mode_enabled()
+    inference_mode = compiling or torch.is_inference_mode_enabled()  # (Dynamo cannot ask)
     for index, item in enumerate(items):
         # The common item - a dense, contiguous plain tensor and a spec without padding - is
         # checked inline: the per-tensor cost is what a model with 10^5 parameters pays.
