@@ -43,6 +43,11 @@ def storage_of(t: torch.Tensor) -> Optional[Tuple[int, torch.device]]:
         return None
 
 
+def _flat_key(t: torch.Tensor) -> tuple:
+    """The elements of a contiguous tensor, in order, regardless of its shape."""
+    return (t.untyped_storage()._cdata, t.storage_offset(), t.numel(), t.dtype, t.device)
+
+
 class DeferredOp(NamedTuple):
     """An op deferred on a pending tensor (the unfinished tail of a chain engine.py may still
     fold), replayed on the written values if the chain is not completed."""
@@ -68,11 +73,16 @@ class InitSession:
     def __init__(self, root: nn.Module, seed: int, prefix: str = ""):
         self.root, self.seed = root, seed
         self.names: Dict[tuple, str] = {}
+        # A contiguous view of a whole contiguous tensor (`weight.view(1, -1)`) covers the same
+        # elements in the same order: a write to it is a write to the tensor.
+        self._flat: Dict[tuple, Tuple[tuple, torch.Tensor]] = {}
         for name, t in list(root.named_parameters(remove_duplicate=True)) + \
                 list(root.named_buffers(remove_duplicate=True)):
             key = tensor_key(t)
-            if key is not None:
-                self.names.setdefault(key, prefix + name)
+            if key is not None and key not in self.names:
+                self.names[key] = prefix + name
+                if t.is_contiguous() and not is_dtensor(t):
+                    self._flat.setdefault(_flat_key(t), (key, t))
         self.pending: Dict[tuple, Pending] = {}
         self._storages: Dict[tuple, int] = {}  # storages with pending writes -> count
         # name -> spec of every write flushed so far (meta tensors included, which init_many_
@@ -90,6 +100,9 @@ class InitSession:
         one. Integer buffers (BatchNorm's num_batches_tracked) take only constants, written at
         flush after the floating-point writes (the kernels fill floating types only)."""
         key = tensor_key(t)
+        if key is not None and key not in self.names and t.is_contiguous() \
+                and not is_dtensor(t) and _flat_key(t) in self._flat:
+            key, t = self._flat[_flat_key(t)]
         name = self.names.get(key) if key is not None else None
         if name is None:
             return False
