@@ -7,10 +7,12 @@ to transformers' own base method. std comes from the config as transformers take
 
 Batching: inside a recording pass (patch_transformers, from_config, fusedinit.fuse) the writes
 join its queue and go out as one op call per device when the pass ends. Outside one, each call
-writes at once, with one seed per init pass of the model: drawn at the pass's first call and
-kept until its last (the call for the model itself, which transformers makes after every
-submodule), so values do not depend on the order modules are visited in."""
+writes at once, with one seed per init pass of the model, drawn at the pass's first call (a
+pass visits each module once), so values do not depend on the order modules are visited in."""
 from __future__ import annotations
+
+import threading
+import weakref
 
 from torch import nn
 
@@ -19,8 +21,9 @@ from ..engine import current_session
 from ..modules import base_rules
 from ..session import InitSession
 
-# Set on a model during an unbatched pass: the seed every call of that pass uses.
-_PASS_SEED = "_fusedinit_pass_seed"
+# model -> (seed, ids of the modules visited) of its unbatched pass in progress.
+_passes: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
 
 
 def config_std(config) -> float:
@@ -58,15 +61,18 @@ def fused_init_weights(self, module: nn.Module) -> None:
 
 
 def _pass_seed(model, module: nn.Module) -> int:
-    """The seed of `model`'s current unbatched pass: drawn at its first call, dropped at its
-    last (transformers visits the model itself after every submodule)."""
-    seed = model.__dict__.get(_PASS_SEED)
-    if seed is None:
-        seed = resolve_seed(None, None)
-    if module is model:
-        model.__dict__.pop(_PASS_SEED, None)
-    else:
-        model.__dict__[_PASS_SEED] = seed
+    """The seed of `model`'s current unbatched pass, drawn at its first call. A pass visits
+    each module once: a module seen again starts a new pass (with a new seed), and the call
+    for the model itself, which transformers makes last when it makes it, ends the pass."""
+    with _lock:
+        seed, seen = _passes.get(model, (None, set()))
+        if seed is None or id(module) in seen:
+            seed, seen = resolve_seed(None, None), set()
+        seen.add(id(module))
+        if module is model:
+            _passes.pop(model, None)
+        else:
+            _passes[model] = (seed, seen)
     return seed
 
 
