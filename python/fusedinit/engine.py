@@ -94,7 +94,7 @@ class _BoundHints(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is torch.Tensor.new_tensor and len(args) >= 2 and isinstance(args[1], float) \
+        if func is torch.Tensor.new_tensor and len(args) >= 2 and _scalar(args[1]) \
                 and isinstance(args[0], torch.Tensor):
             key = tensor_key(args[0])
             if key is not None:
