@@ -139,6 +139,7 @@ def test_unfinished_chains_run_on_the_contracts_values(op_calls):
         b.weight.data.normal_().mul_(-0.25)
         c.weight.data.normal_(0.0, 2.0)
         negative = c.weight < 0                    # a comparison that is not a trunc_normal_
+        listed = negative.tolist()                 # read without a dispatched op
         c.bias.data.copy_(negative[0].float())
     uni = contract(fusedinit.uniform_, (8, 8), "0.weight", -0.5, 0.5)
     assert_bitwise_equal(a.weight.detach(), torch.erfinv(uni))
@@ -146,6 +147,7 @@ def test_unfinished_chains_run_on_the_contracts_values(op_calls):
     cw = contract(fusedinit.normal_, (8, 8), "2.weight", 0.0, 2.0)
     assert_bitwise_equal(c.weight.detach(), cw)
     assert torch.equal(negative, cw < 0) and torch.equal(c.bias.detach(), (cw[0] < 0).float())
+    assert listed == (cw < 0).tolist()
 
 
 def test_rejection_path_of_narrow_trunc_normal_runs_on_contract_uniforms():
