@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ._seed import resolve_seed
-from .session import DeferredOp, InitSession, Pending, storage_of, tensor_key
+from .session import DeferredOp, InitSession, Pending, tensor_key
 from .sharding import is_dtensor
 from .specs import Constant, Normal, TruncNormal, Uniform
 
