@@ -3,10 +3,11 @@
 Stock `from_config` builds on CPU with torch's constructor init (every nn.Linear runs
 kaiming_uniform_), then transformers' pass overwrites it all. Here the model is built under
 `torch.device("meta")` (a thread-local function mode: constructor init costs nothing, and
-nothing process-wide is touched), its tensors are allocated directly on `device` (no CPU copy
-for a GPU target), then the model's own init pass - which in transformers 5 initializes every
-parameter and buffer, as `from_pretrained` relies on for missing keys - runs recorded and
-batched (engine.py): one op call per device. Weights are tied last."""
+nothing process-wide is touched; transformers 4.x: parameters only, see _build_context), its
+tensors are allocated directly on `device` (no CPU copy for a GPU target), then the model's own
+init pass - which in transformers 5 initializes every parameter and buffer, as
+`from_pretrained` relies on for missing keys - runs recorded and batched (engine.py): one op
+call per device. Weights are tied last."""
 from __future__ import annotations
 
 import inspect
@@ -14,6 +15,7 @@ from typing import Optional
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .._seed import resolve_seed
 from ..engine import recording
@@ -44,21 +46,65 @@ def materialize_(model: nn.Module, device: torch.device, progress: bool = False,
                 module._buffers[name] = buf.to(device)
 
 
-def _untie(model: nn.Module) -> None:
+def _untie(model: nn.Module) -> list:
     """Give each tied target (lm_head.weight, ...) its own meta parameter for the init pass, as
     stock transformers initializes before tying: the pass then initializes the source alone
     (its padding row stays zero), the target's write costs nothing (meta tensors are not
-    written), and tie_weights shares the source again afterwards."""
-    for target in getattr(model, "all_tied_weights_keys", None) or {}:
-        owner, _, leaf = target.rpartition(".")
-        try:
-            module = model.get_submodule(owner)
-        except AttributeError:
-            continue
-        param = module._parameters.get(leaf)
-        if param is not None:
-            module._parameters[leaf] = nn.Parameter(torch.empty_like(param, device="meta"),
-                                                    requires_grad=param.requires_grad)
+    written), and tie_weights shares the source again afterwards. Returns what _retie needs."""
+    targets = getattr(model, "all_tied_weights_keys", None)  # transformers 5: {target: source}
+    if targets is None:
+        targets = getattr(model, "_tied_weights_keys", None) or []  # 4.x: [target, ...]
+    # Slots (module, attribute) holding each parameter: a module shared under two names (T5's
+    # embed_tokens is `shared`) is one slot, named by its first name.
+    slots, untied = {}, []
+    for module_name, module in model.named_modules(remove_duplicate=True):
+        for leaf, param in module._parameters.items():
+            if param is not None:
+                name = f"{module_name}.{leaf}" if module_name else leaf
+                slots.setdefault(id(param), []).append((module, leaf, name))
+    for held in slots.values():
+        tied = [slot for slot in held if slot[2] in targets]
+        if len(tied) == len(held):
+            tied = tied[1:]  # one slot keeps the parameter
+        for module, leaf, _ in tied if len(held) > 1 else ():
+            param = module._parameters[leaf]
+            placeholder = nn.Parameter(torch.empty_like(param, device="meta"),
+                                       requires_grad=param.requires_grad)
+            module._parameters[leaf] = placeholder
+            untied.append((module, leaf, placeholder, param))
+    return untied
+
+
+def _retie(model: nn.Module, untied: list) -> None:
+    """tie_weights, then any placeholder it did not replace shares its parameter again (the
+    model's own sharing, whatever its tie_weights does)."""
+    model.tie_weights()
+    for module, leaf, placeholder, param in untied:
+        if module._parameters.get(leaf) is placeholder:
+            module._parameters[leaf] = param
+
+
+class _ParametersOnMeta(TorchFunctionMode):
+    """transformers 4.x: `torch.empty` without a device - how torch's layers allocate their
+    parameters - gives meta tensors; everything else (buffers such as rotary frequencies, which
+    4.x init passes do not recompute) is computed for real. Thread-local, like torch.device."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.empty and kwargs.get("device") is None:
+            kwargs = dict(kwargs, device="meta")
+        return func(*args, **kwargs)
+
+
+def _build_context():
+    """Where the model is built: the meta device in transformers 5, whose init pass initializes
+    every parameter and buffer (from_pretrained relies on it for missing keys); in 4.x only the
+    parameters that torch's layers allocate."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return torch.device("meta")
+    return _ParametersOnMeta()
 
 
 def _shard_fsdp2(model: nn.Module, mesh) -> None:
@@ -81,14 +127,14 @@ def _from_config_sharded(model: nn.Module, device: torch.device, mesh, seed) -> 
     from ..api import init_many_
 
     materialize_(model, device, parameters=False)
-    _untie(model)
+    untied = _untie(model)
     with recording(model, seed) as session:
         model.initialize_weights()
     if session.deferred_on_meta:
         raise RuntimeError(f"fusedinit.from_config: the init pass of {session.deferred_on_meta[:5]} "
                            "runs ops on drawn values that cannot be recorded on the meta device")
     specs = session.written
-    model.tie_weights()
+    _retie(model, untied)
     buffers = {name: b for name, b in model.named_buffers()}
     _shard_fsdp2(model, mesh)
     model.to_empty(device=device)
@@ -128,7 +174,7 @@ def from_config(config, *, model_class=None, device=None, dtype: Optional[torch.
         kwargs[dtype_keyword(build)] = dtype
     steps = tqdm(total=4, desc="fusedinit.from_config", disable=not progress)
     seed = resolve_seed(seed, None)
-    with torch.device("meta"):
+    with _build_context():
         model = build(config, **kwargs)
     steps.update()
     if device_mesh is not None:
@@ -137,14 +183,14 @@ def from_config(config, *, model_class=None, device=None, dtype: Optional[torch.
         steps.close()
         return model
     materialize_(model, device, progress)
-    _untie(model)
+    untied = _untie(model)
     steps.update()
     for module in model.modules():  # nothing was initialized: let the pass see every module
         module.__dict__.pop("_is_hf_initialized", None)
     with recording(model, seed):
         model.initialize_weights()
     steps.update()
-    model.tie_weights()
+    _retie(model, untied)
     steps.update()
     steps.close()
     return model
