@@ -249,7 +249,8 @@ def _value_range(spec: TruncNormal, dtype: torch.dtype) -> Tuple[float, float]:
 
 
 def _torch_trunc_normal(p: Pending, bounds: tuple, lo: float) -> Optional[TruncNormal]:
-    """torch's trunc_normal_ (2.13+) is `lo = t.new_tensor(a).item()`, the same for b,
+    """torch's rejection-sampling trunc_normal_ (the inverse-CDF one is _erfinv_chain) is
+    `lo = t.new_tensor(a).item()`, the same for b,
     `t.normal_(mean, std)`, then rejection while any `t < lo` or `t > hi`. Seen as exactly that
     on a queued normal - both bounds taken from this tensor just before the write, the first
     comparison against a rounded to its dtype - it is one TruncNormal(mean, std, a, b), whose
@@ -394,7 +395,9 @@ def fuse(module: nn.Module, *, seed: Optional[int] = None,
     one seed (`seed`, or drawn once from `generator` / torch's default generator). The values
     equal what the code computes when its random draws come from the contract (docs/rng.md):
     folded chains get the folded spec's values, anything else runs as written on them. Nothing
-    queued is written if the block raises. DTensor parameters: each rank writes its shards."""
+    queued is written if the block raises. DTensor parameters: each rank writes its shards.
+    A draw with an explicit torch generator (`normal_(generator=g)`) asked for torch's stream:
+    it runs as written."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
     seed = resolve_seed(seed, generator)
