@@ -1,60 +1,37 @@
 """`from_config`: build a transformers model without paying for its initialization twice.
 
 Stock `from_config` builds on CPU with torch's constructor init (every nn.Linear runs
-kaiming_uniform_), then transformers' pass overwrites it all. Here the model is built with its
-parameters on the meta device (constructor init costs nothing; buffers such as rotary
-frequencies are computed for real), parameters are allocated directly on `device` (no CPU copy
-for a GPU target), then the model's own init pass runs recorded and batched - one op call per
-device - and weights are tied."""
+kaiming_uniform_), then transformers' pass overwrites it all. Here the model is built under
+`torch.device("meta")` (a thread-local function mode: constructor init costs nothing, and
+nothing process-wide is touched; transformers 4.x: parameters only, see _build_context), its
+tensors are allocated directly on `device` (no CPU copy for a GPU target), then the model's own
+init pass - which in transformers 5 initializes every parameter and buffer, as
+`from_pretrained` relies on for missing keys - runs recorded and batched (engine.py): one op
+call per device. Weights are tied last."""
 from __future__ import annotations
 
-import contextlib
 import inspect
 from typing import Optional
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
-from .patch import recording
-
-
-@contextlib.contextmanager
-def _parameters_on_meta():
-    """Parameters registered inside are moved to the meta device (buffers stay real)."""
-    original = nn.Module.register_parameter
-
-    def register_parameter(self, name, param):
-        if param is not None and param.device.type != "meta":
-            meta = type(param)(param.to("meta"), requires_grad=param.requires_grad)
-            meta.__dict__.update(param.__dict__)
-            param = meta
-        original(self, name, param)
-
-    nn.Module.register_parameter = register_parameter
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = original
+from .._seed import resolve_seed
+from ..engine import recording
 
 
-def _no_init_weights():
-    try:
-        from transformers.initialization import no_init_weights  # transformers >= 5
-    except ImportError:
-        from transformers.modeling_utils import no_init_weights
-    return no_init_weights()
-
-
-def materialize_(model: nn.Module, device: torch.device, progress: bool = False) -> None:
-    """Allocate every meta parameter on `device` (uninitialized; tied parameters stay one
-    tensor) and move buffers there."""
+def materialize_(model: nn.Module, device: torch.device, progress: bool = False,
+                 parameters: bool = True) -> None:
+    """Allocate every meta parameter (with parameters=True) and meta buffer on `device`
+    (uninitialized; tied parameters stay one tensor) and move other buffers there."""
     from tqdm.auto import tqdm
 
     made = {}
     modules = list(model.modules())
     for module in tqdm(modules, desc="materialize", disable=not progress, leave=False):
         for name, param in list(module._parameters.items()):
-            if param is None or param.device.type != "meta":
+            if not parameters or param is None or param.device.type != "meta":
                 continue
             if id(param) not in made:
                 real = type(param)(torch.empty_like(param, device=device),
@@ -63,8 +40,71 @@ def materialize_(model: nn.Module, device: torch.device, progress: bool = False)
                 made[id(param)] = real
             module._parameters[name] = made[id(param)]
         for name, buf in list(module._buffers.items()):
-            if buf is not None and buf.device != device:
+            if buf is not None and buf.device.type == "meta":
+                module._buffers[name] = torch.empty_like(buf, device=device)
+            elif buf is not None and buf.device != device:
                 module._buffers[name] = buf.to(device)
+
+
+def _untie(model: nn.Module) -> list:
+    """Give each tied target (lm_head.weight, ...) its own meta parameter for the init pass, as
+    stock transformers initializes before tying: the pass then initializes the source alone
+    (its padding row stays zero), the target's write costs nothing (meta tensors are not
+    written), and tie_weights shares the source again afterwards. Returns what _retie needs."""
+    targets = getattr(model, "all_tied_weights_keys", None)  # transformers 5: {target: source}
+    if targets is None:
+        targets = getattr(model, "_tied_weights_keys", None) or []  # 4.x: [target, ...]
+    # Slots (module, attribute) holding each parameter: a module shared under two names (T5's
+    # embed_tokens is `shared`) is one slot, named by its first name.
+    slots, untied = {}, []
+    for module_name, module in model.named_modules(remove_duplicate=True):
+        for leaf, param in module._parameters.items():
+            if param is not None:
+                name = f"{module_name}.{leaf}" if module_name else leaf
+                slots.setdefault(id(param), []).append((module, leaf, name))
+    for held in slots.values():
+        tied = [slot for slot in held if slot[2] in targets]
+        if len(tied) == len(held):
+            tied = tied[1:]  # one slot keeps the parameter
+        for module, leaf, _ in tied if len(held) > 1 else ():
+            param = module._parameters[leaf]
+            placeholder = nn.Parameter(torch.empty_like(param, device="meta"),
+                                       requires_grad=param.requires_grad)
+            module._parameters[leaf] = placeholder
+            untied.append((module, leaf, placeholder, param))
+    return untied
+
+
+def _retie(model: nn.Module, untied: list) -> None:
+    """tie_weights, then any placeholder it did not replace shares its parameter again (the
+    model's own sharing, whatever its tie_weights does)."""
+    model.tie_weights()
+    for module, leaf, placeholder, param in untied:
+        if module._parameters.get(leaf) is placeholder:
+            module._parameters[leaf] = param
+
+
+class _ParametersOnMeta(TorchFunctionMode):
+    """transformers 4.x: `torch.empty` without a device - how torch's layers allocate their
+    parameters - gives meta tensors; everything else (buffers such as rotary frequencies, which
+    4.x init passes do not recompute) is computed for real. Thread-local, like torch.device."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.empty and kwargs.get("device") is None:
+            kwargs = dict(kwargs, device="meta")
+        return func(*args, **kwargs)
+
+
+def _build_context():
+    """Where the model is built: the meta device in transformers 5, whose init pass initializes
+    every parameter and buffer (from_pretrained relies on it for missing keys); in 4.x only the
+    parameters that torch's layers allocate."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return torch.device("meta")
+    return _ParametersOnMeta()
 
 
 def _shard_fsdp2(model: nn.Module, mesh) -> None:
@@ -80,17 +120,21 @@ def _shard_fsdp2(model: nn.Module, mesh) -> None:
 
 
 def _from_config_sharded(model: nn.Module, device: torch.device, mesh, seed) -> nn.Module:
-    """Record the model's init rules on the meta device (nothing allocated), shard it with
-    FSDP2 on `mesh`, allocate each rank's shards on `device`, then write every shard - each
-    element gets its value in the unsharded tensor - in one op call per device."""
-    from .._seed import resolve_seed
+    """Record the model's init rules with its parameters on the meta device (nothing allocated;
+    buffers are real and initialized by the pass), shard it with FSDP2 on `mesh`, allocate each
+    rank's shards on `device`, then write every shard - each element gets its value in the
+    unsharded tensor - in one op call per device."""
     from ..api import init_many_
 
-    seed = resolve_seed(seed, None)
-    with recording(model, seed, record_only=True) as session:
+    materialize_(model, device, parameters=False)
+    untied = _untie(model)
+    with recording(model, seed) as session:
         model.initialize_weights()
-    specs = session.specs_by_name()
-    model.tie_weights()
+    if session.deferred_on_meta:
+        raise RuntimeError(f"fusedinit.from_config: the init pass of {session.deferred_on_meta[:5]} "
+                           "runs ops on drawn values that cannot be recorded on the meta device")
+    specs = session.written
+    _retie(model, untied)
     buffers = {name: b for name, b in model.named_buffers()}
     _shard_fsdp2(model, mesh)
     model.to_empty(device=device)
@@ -129,7 +173,8 @@ def from_config(config, *, model_class=None, device=None, dtype: Optional[torch.
     if dtype is not None:
         kwargs[dtype_keyword(build)] = dtype
     steps = tqdm(total=4, desc="fusedinit.from_config", disable=not progress)
-    with _parameters_on_meta(), _no_init_weights():
+    seed = resolve_seed(seed, None)
+    with _build_context():
         model = build(config, **kwargs)
     steps.update()
     if device_mesh is not None:
@@ -138,13 +183,14 @@ def from_config(config, *, model_class=None, device=None, dtype: Optional[torch.
         steps.close()
         return model
     materialize_(model, device, progress)
+    untied = _untie(model)
     steps.update()
     for module in model.modules():  # nothing was initialized: let the pass see every module
         module.__dict__.pop("_is_hf_initialized", None)
     with recording(model, seed):
         model.initialize_weights()
     steps.update()
-    model.tie_weights()
+    _retie(model, untied)
     steps.update()
     steps.close()
     return model
