@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 import torch
 
@@ -19,6 +21,26 @@ def assert_bitwise_equal(actual: torch.Tensor, expected: torch.Tensor, msg: str 
         raise AssertionError(
             f"{msg}: {int(diff.sum())} of {diff.numel()} elements differ; first at flat index "
             f"{first}: {actual.flatten()[first].item()!r} vs {expected.flatten()[first].item()!r}")
+
+
+def storage_bytes(t: torch.Tensor) -> torch.Tensor:
+    """A copy of every byte of `t`'s storage, including bytes outside the view (a write
+    anywhere in the storage counts, not only in the elements `t` shows)."""
+    return torch.empty(0, dtype=torch.uint8, device=t.device).set_(t.untyped_storage()).clone()
+
+
+@contextlib.contextmanager
+def assert_untouched(*tensors: torch.Tensor):
+    """The block leaves the storage of every tensor (meta tensors aside) byte for byte as it
+    was: NaN payloads, -0.0 and bytes outside the view included."""
+    watched = [(i, t, storage_bytes(t)) for i, t in enumerate(tensors) if t.device.type != "meta"]
+    yield
+    for i, t, before in watched:
+        after = storage_bytes(t)
+        changed = (before != after).nonzero()
+        if changed.numel():
+            raise AssertionError(f"tensor {i} was written: {changed.numel()} of {before.numel()} "
+                                 f"storage bytes changed, first at byte {int(changed[0])}")
 
 
 @pytest.fixture(scope="session", autouse=True)
