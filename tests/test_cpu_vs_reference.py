@@ -7,12 +7,13 @@ from hypothesis import strategies as st
 
 import fusedinit
 from conftest import DTYPES, assert_bitwise_equal, isas
-from strategies import SPEC, U64, reference_of as _reference_of, views
+from strategies import U64, reference_of as _reference_of, view_and_spec
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(tensor=views(), spec=SPEC, seed=U64)
-def test_cpu_equals_reference(tensor, spec, seed):
+@given(case=view_and_spec(), seed=U64)
+def test_cpu_equals_reference(case, seed):
+    tensor, spec = case
     expected = _reference_of(tensor, spec, seed)
     fusedinit.init_many_([(tensor, spec)], seed=seed, backend="cpu")
     assert_bitwise_equal(tensor, expected, f"{spec} {tensor.dtype} {tuple(tensor.shape)}")
