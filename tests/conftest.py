@@ -55,14 +55,34 @@ def cpu_isa():
     torch.ops.fusedinit.set_cpu_isa("auto")
 
 
+# Kernel variant -> the CPU flags it needs (csrc/cpu/isa.cpp asks the same of the compiler).
+ISA_FLAGS = {"avx2": {"avx2", "bmi2"},
+             "avx512": {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}}
+
+
+def cpu_flags() -> set:
+    """The CPU's feature flags: /proc/cpuinfo where there is one, else what torch detects."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    capability = torch.backends.cpu.get_cpu_capability()  # "DEFAULT", "AVX2", "AVX512", ...
+    return {"AVX2": ISA_FLAGS["avx2"], "AVX512": ISA_FLAGS["avx2"] | ISA_FLAGS["avx512"]}.get(
+        capability, set())
+
+
 def isas():
-    """Kernel variants this CPU can run."""
-    names = []
-    for name in ("generic", "avx2", "avx512"):
-        try:
-            torch.ops.fusedinit.set_cpu_isa(name)
-            names.append(name)
-        except (RuntimeError, ValueError):
-            pass
-    torch.ops.fusedinit.set_cpu_isa("auto")
+    """Kernel variants this CPU can run: generic, and each variant whose flags the CPU has.
+    Selecting one of them must succeed (an error here is a failure, not a skipped variant)."""
+    flags = cpu_flags()
+    names = ["generic"] + [name for name, needs in ISA_FLAGS.items() if needs <= flags]
+    try:
+        for name in names:
+            selected = torch.ops.fusedinit.set_cpu_isa(name)
+            assert selected == name, f"set_cpu_isa({name!r}) selected {selected!r}"
+    finally:
+        torch.ops.fusedinit.set_cpu_isa("auto")
     return names
