@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 import torch
 
@@ -22,6 +24,26 @@ def assert_bitwise_equal(actual: torch.Tensor, expected: torch.Tensor, msg: str 
             f"{first}: {actual.flatten()[first].item()!r} vs {expected.flatten()[first].item()!r}")
 
 
+def storage_bytes(t: torch.Tensor) -> torch.Tensor:
+    """A copy of every byte of `t`'s storage, including bytes outside the view (a write
+    anywhere in the storage counts, not only in the elements `t` shows)."""
+    return torch.empty(0, dtype=torch.uint8, device=t.device).set_(t.untyped_storage()).clone()
+
+
+@contextlib.contextmanager
+def assert_untouched(*tensors: torch.Tensor):
+    """The block leaves the storage of every tensor (meta tensors aside) byte for byte as it
+    was: NaN payloads, -0.0 and bytes outside the view included."""
+    watched = [(i, t, storage_bytes(t)) for i, t in enumerate(tensors) if t.device.type != "meta"]
+    yield
+    for i, t, before in watched:
+        after = storage_bytes(t)
+        changed = (before != after).nonzero()
+        if changed.numel():
+            raise AssertionError(f"tensor {i} was written: {changed.numel()} of {before.numel()} "
+                                 f"storage bytes changed, first at byte {int(changed[0])}")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def require_extension():
     assert fusedinit.HAS_EXTENSION, "the compiled extension must be built for the tests"
@@ -34,14 +56,34 @@ def cpu_isa():
     fusedinit.testing.set_cpu_isa("auto")
 
 
+# Kernel variant -> the CPU flags it needs (csrc/cpu/isa.cpp asks the same of the compiler).
+ISA_FLAGS = {"avx2": {"avx2", "bmi2"},
+             "avx512": {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}}
+
+
+def cpu_flags() -> set:
+    """The CPU's feature flags: /proc/cpuinfo where there is one, else what torch detects."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    capability = torch.backends.cpu.get_cpu_capability()  # "DEFAULT", "AVX2", "AVX512", ...
+    return {"AVX2": ISA_FLAGS["avx2"], "AVX512": ISA_FLAGS["avx2"] | ISA_FLAGS["avx512"]}.get(
+        capability, set())
+
+
 def isas():
-    """Kernel variants this CPU can run."""
-    names = []
-    for name in ("generic", "avx2", "avx512"):
-        try:
-            fusedinit.testing.set_cpu_isa(name)
-            names.append(name)
-        except (RuntimeError, ValueError):
-            pass
-    fusedinit.testing.set_cpu_isa("auto")
+    """Kernel variants this CPU can run: generic, and each variant whose flags the CPU has.
+    Selecting one of them must succeed (an error here is a failure, not a skipped variant)."""
+    flags = cpu_flags()
+    names = ["generic"] + [name for name, needs in ISA_FLAGS.items() if needs <= flags]
+    try:
+        for name in names:
+            selected = fusedinit.testing.set_cpu_isa(name)
+            assert selected == name, f"set_cpu_isa({name!r}) selected {selected!r}"
+    finally:
+        fusedinit.testing.set_cpu_isa("auto")
     return names

@@ -6,6 +6,7 @@ import sys
 import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, init_device_mesh
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import fusedinit
 
@@ -14,6 +15,10 @@ SPECS = [fusedinit.Normal(0.1, 1.5, stream=5), fusedinit.Uniform(-1, 2, stream=6
          fusedinit.Normal(0, 0.02, padding_idx=4, stream=8)]
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 SHAPE = (37, 23)  # divides evenly by none of 2, 3, 4
+# Padding rows away from rank 0's shard. Shard(0) cuts the 37 rows at 19 (2 ranks), 13 / 26
+# (3 ranks), 10 / 20 / 30 (4 ranks): 19, 13, 20 and -11 (= 26) are the first row of a later
+# shard for some world size, 19 the last of one, and 13, 19, 20 inside a middle shard.
+PADDING_SPECS = [fusedinit.Normal(0.5, 2.0, padding_idx=row, stream=9) for row in (19, 13, 20, -11)]
 
 
 def _bits(t):
@@ -28,26 +33,63 @@ def _check(dt, spec, seed, what):
         raise AssertionError(f"rank {dist.get_rank()}: {what}: {bad} elements differ")
 
 
-class NoCollectives:
-    """Any collective or point-to-point call inside raises: initializing must need none."""
-    NAMES = ["all_reduce", "all_gather", "all_gather_into_tensor", "broadcast", "reduce_scatter",
-             "reduce_scatter_tensor", "scatter", "gather", "all_to_all", "all_to_all_single",
-             "send", "recv", "isend", "irecv", "barrier", "reduce"]
+_COLLECTIVE_NAMESPACES = {"c10d", "_c10d_functional", "_c10d_functional_autograd"}
+
+
+class NoCollectives(TorchDispatchMode):
+    """Any collective or point-to-point communication inside fails the test: initializing must
+    need none. Two layers: a dispatch mode raises at once on any c10d / functional-collective
+    op (torch.distributed calls and DTensor's functional collectives both dispatch one), and a
+    pre-hook on every process group records each collective issued, which __exit__ turns into
+    a failure (it also sees collectives a DTensor issues from inside its own dispatch, where
+    this mode is not on the stack)."""
+    HOOK_ID = 0x5EED
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace in _COLLECTIVE_NAMESPACES:
+            raise AssertionError(f"collective communication during initialization: {func}")
+        return func(*args, **(kwargs or {}))
 
     def __enter__(self):
-        self.saved = {n: getattr(dist, n) for n in self.NAMES if hasattr(dist, n)}
-
-        def forbidden(*args, **kwargs):
-            raise AssertionError("collective communication during initialization")
-
-        for n in self.saved:
-            setattr(dist, n, forbidden)
-            setattr(dist.distributed_c10d, n, forbidden)
+        self.issued = []
+        self.groups = list(dist.distributed_c10d._world.pg_map)
+        for group in self.groups:
+            group.register_pre_hook(self.HOOK_ID, lambda args: self.issued.append(args.name))
+        return super().__enter__()
 
     def __exit__(self, *exc):
-        for n, f in self.saved.items():
-            setattr(dist, n, f)
-            setattr(dist.distributed_c10d, n, f)
+        result = super().__exit__(*exc)
+        for group in self.groups:
+            group.unregister_pre_hook(self.HOOK_ID)
+        if self.issued and exc[0] is None:
+            raise AssertionError(f"collective communication during initialization: {self.issued}")
+        return result
+
+
+def guard_catches_collectives():
+    """NoCollectives itself: a DTensor full_tensor() (functional collective), a
+    torch.distributed call and a ProcessGroup method call inside it each fail."""
+    world = dist.get_world_size()
+    mesh = init_device_mesh("cpu", (world,))
+    dt = torch.distributed.tensor.ones(SHAPE, device_mesh=mesh, placements=[Shard(0)])
+    attempts = {
+        "full_tensor": lambda: dt.full_tensor(),
+        "redistribute": lambda: dt.redistribute(mesh, [Replicate()]).to_local(),
+        "all_reduce": lambda: dist.all_reduce(torch.ones(3)),
+        "ProcessGroup.allreduce": lambda: mesh.get_group().allreduce([torch.ones(3)]).wait(),
+        "barrier": lambda: dist.barrier(),
+    }
+    for name, attempt in attempts.items():
+        try:
+            with NoCollectives():
+                attempt()
+        except AssertionError as exc:
+            assert "collective communication" in str(exc), exc
+        else:
+            raise AssertionError(f"NoCollectives let {name} through")
+        dist.barrier()  # every rank attempted (and was stopped before sending): in step again
+    with NoCollectives():
+        fusedinit.normal_(dt, seed=1)  # and the guard lets an init through
 
 
 def _meshes(world):
@@ -69,9 +111,17 @@ def dtensor_cases():
                     with NoCollectives():
                         fusedinit.init_many_([(dt, spec)], seed=seed)
                     _check(dt, spec, seed, f"{mesh_name} {placements} {dtype} {spec}")
+            for dtype in (torch.float32, torch.bfloat16):
+                for spec in PADDING_SPECS:
+                    dt = torch.distributed.tensor.empty(SHAPE, dtype=dtype, device_mesh=mesh,
+                                                       placements=placements)
+                    with NoCollectives():
+                        fusedinit.init_many_([(dt, spec)], seed=77)
+                    _check(dt, spec, 77, f"{mesh_name} {placements} {dtype} {spec}")
     # A Partial DTensor is refused, untouched.
     mesh = init_device_mesh("cpu", (world,))
-    local = torch.zeros(SHAPE)
+    local = torch.arange(SHAPE[0] * SHAPE[1], dtype=torch.float32).view(SHAPE)
+    before = local.clone()
     partial = DTensor.from_local(local, mesh, [Partial()])
     try:
         fusedinit.normal_(partial, seed=1)
@@ -79,13 +129,14 @@ def dtensor_cases():
         assert "Partial" in str(exc)
     else:
         raise AssertionError("a Partial DTensor must be refused")
-    assert (local == 0).all()
+    assert torch.equal(_bits(local), _bits(before)), "a refused Partial DTensor was written"
 
 
 class Net(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.emb = torch.nn.Embedding(37, 24, padding_idx=3)
+        # FSDP2 shards dim 0: row 19 opens rank 1's shard on 2 ranks, sits inside it on 3.
+        self.emb = torch.nn.Embedding(37, 24, padding_idx=19)
         self.layers = torch.nn.ModuleList(
             [torch.nn.Sequential(torch.nn.Linear(24, 40), torch.nn.LayerNorm(40),
                                  torch.nn.Linear(40, 24, bias=False)) for _ in range(3)])
@@ -137,7 +188,7 @@ def fsdp2_llama_from_config():
 
     config = tf.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                             num_attention_heads=4, num_key_value_heads=2, vocab_size=301,
-                            pad_token_id=5)
+                            pad_token_id=151)  # opens rank 1's shard (2 ranks), inside it (3)
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
     with NoCollectives():
         sharded = fusedinit.from_config(config, model_class=tf.LlamaForCausalLM, seed=9,
@@ -159,7 +210,7 @@ def fsdp2_llama_user_wrapped():
 
     config = tf.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                             num_attention_heads=4, num_key_value_heads=2, vocab_size=301,
-                            pad_token_id=5)
+                            pad_token_id=151)  # opens rank 1's shard (2 ranks), inside it (3)
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
     with torch.device("meta"):
         model = tf.LlamaForCausalLM(config)

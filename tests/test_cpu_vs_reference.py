@@ -7,12 +7,13 @@ from hypothesis import strategies as st
 
 import fusedinit
 from conftest import DTYPES, assert_bitwise_equal, isas
-from strategies import SPEC, U64, reference_of as _reference_of, views
+from strategies import U64, reference_of as _reference_of, view_and_spec
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(tensor=views(), spec=SPEC, seed=U64)
-def test_cpu_equals_reference(tensor, spec, seed):
+@given(case=view_and_spec(), seed=U64)
+def test_cpu_equals_reference(case, seed):
+    tensor, spec = case
     expected = _reference_of(tensor, spec, seed)
     fusedinit.init_many_([(tensor, spec)], seed=seed, backend="cpu")
     assert_bitwise_equal(tensor, expected, f"{spec} {tensor.dtype} {tuple(tensor.shape)}")
@@ -52,13 +53,38 @@ def test_every_kernel_variant_and_chunk_boundary(dtype, spec, cpu_isa):
         assert_bitwise_equal(window, expected, f"variant {isa}, storage offset 5")
 
 
-def test_layout_invariance():
-    """The same logical tensor, contiguous or transposed in memory, gets the same values."""
-    a = fusedinit.normal_(torch.empty(300, 200), seed=5)
-    b = fusedinit.normal_(torch.empty(200, 300).t(), seed=5)
-    c = fusedinit.normal_(torch.empty(300, 200).to(memory_format=torch.contiguous_format), seed=5)
-    assert_bitwise_equal(b.contiguous(), a)
-    assert_bitwise_equal(c, a)
+def _layouts(shape, dtype):
+    """The same logical tensor of `shape` in memory layouts that really differ: contiguous,
+    channels_last, dims reversed in memory, every other element of a larger tensor, and a
+    storage offset."""
+    n, c, h, w = shape
+    return {
+        "contiguous": torch.empty(shape, dtype=dtype),
+        "channels_last": torch.empty(shape, dtype=dtype).to(memory_format=torch.channels_last),
+        "reversed dims": torch.empty(w, h, c, n, dtype=dtype).permute(3, 2, 1, 0),
+        "inner dims swapped": torch.empty(n, c, w, h, dtype=dtype).transpose(2, 3),
+        "step 2": torch.empty(n, c, h, 2 * w, dtype=dtype)[..., ::2],
+        "offset, step 3 on dim 1": torch.empty(n * 3 * c * h * w + 7, dtype=dtype)[7:]
+        .view(n, 3 * c, h, w)[:, ::3],
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("spec", [fusedinit.Normal(0.5, 2.0, padding_idx=3, stream=4),
+                                  fusedinit.Uniform(-1.0, 3.0, stream=5),
+                                  fusedinit.TruncNormal(0.0, 1.0, -0.5, 1.5, stream=6)], ids=str)
+def test_layout_invariance(spec, dtype):
+    """The same logical tensor gets the same values whatever its memory layout."""
+    shape = (6, 10, 7, 9)
+    layouts = _layouts(shape, dtype)
+    strides = {name: t.stride() for name, t in layouts.items()}
+    assert len(set(strides.values())) == len(strides), f"layouts must differ: {strides}"
+    assert layouts["channels_last"].is_contiguous(memory_format=torch.channels_last)
+    expected = _reference_of(torch.empty(shape, dtype=dtype), spec, 31)
+    for name, t in layouts.items():
+        assert t.shape == shape
+        fusedinit.init_many_([(t, spec)], seed=31)
+        assert_bitwise_equal(t.contiguous(), expected, name)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

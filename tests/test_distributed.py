@@ -31,6 +31,10 @@ def spawn(case, world, tmp_path):
             pytest.fail(f"{case} on {world} processes ran past {TIME_LIMIT_S} s")
 
 
+def test_no_collectives_guard_catches_every_kind_of_collective(tmp_path):
+    spawn("guard_catches_collectives", 2, tmp_path)
+
+
 @pytest.mark.parametrize("world", [2, 3, 4])
 def test_dtensor_shards_equal_the_unsharded_tensor(world, tmp_path):
     spawn("dtensor_cases", world, tmp_path)
