@@ -15,6 +15,9 @@ sys.path.insert(0, ROOT)  # setup_cuda.py sits next to this file; the build back
 import setup_cuda  # noqa: E402
 
 
+TRANSFORMERS = "transformers>=4.57,<6"
+
+
 def cxx_flags():
     # Contraction off and no fast-math: the contract's arithmetic must round exactly as written.
     flags = ["-O3", "-ffp-contract=off", "-fno-fast-math"]
@@ -122,14 +125,22 @@ class BuildFusedinit(BuildExtension.with_options(use_ninja=True)):
                 ext.__dict__.update({k: v for k, v in vars(chosen).items() if not k.startswith("_")})
 
     def _write_build_info(self, cuda: bool, skipped) -> None:
-        # Next to the built extension (the source tree for in-place/editable builds): pip -q
-        # hides the build log, so the CLI shows why CUDA kernels are missing.
-        folder = os.path.dirname(self.get_ext_fullpath("fusedinit._C"))
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, "_build_info.py"), "w") as f:
+        # Next to the built extension: pip -q hides the build log, so the CLI shows why the CUDA
+        # kernels are missing.
+        path = os.path.join(os.path.dirname(self.get_ext_fullpath("fusedinit._C")), "_build_info.py")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
             f.write("# Written by setup.py when the extension was built.\n"
                     f"CUDA_KERNELS = {cuda!r}\n"
                     f"CUDA_SKIPPED = {skipped!r}  # why CUDA kernels were wanted but not built\n")
+        self._build_info = path
+
+    def copy_extensions_to_source(self) -> None:
+        # In-place and editable builds copy the extension into the source tree; the build info too.
+        super().copy_extensions_to_source()
+        if getattr(self, "_build_info", None):
+            package_dir = self.get_finalized_command("build_py").get_package_dir("fusedinit")
+            self.copy_file(self._build_info, os.path.join(package_dir, "_build_info.py"))
 
 
 setup(
@@ -142,7 +153,9 @@ setup(
     cmdclass={"build_ext": BuildFusedinit},
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "tqdm", "matplotlib"],
-    extras_require={"test": ["pytest", "hypothesis", "scipy", "expecttest"],
-                    "hf": ["transformers>=4.57"]},
+    # The transformers versions the integration supports (4.57.x and 5.x); in "test" too, so
+    # the README's test command runs the integration's tests instead of skipping them.
+    extras_require={"test": ["pytest", "hypothesis", "scipy", "expecttest", TRANSFORMERS],
+                    "hf": [TRANSFORMERS]},
     entry_points={"console_scripts": ["fusedinit-bench=fusedinit.bench:main"]},
 )
