@@ -16,6 +16,7 @@ if not (ROOT / "setup_cuda.py").is_file():
     pytest.skip("needs the source tree (setup_cuda.py)", allow_module_level=True)
 _spec = importlib.util.spec_from_file_location("setup_cuda", ROOT / "setup_cuda.py")
 setup_cuda = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("setup_cuda", setup_cuda)  # dataclasses look their module up there
 _spec.loader.exec_module(setup_cuda)
 
 

@@ -49,8 +49,6 @@ OPS = {
                      lambda t: fusedinit.trunc_normal_(t, 0.0, 0.02, -0.04, 0.04, seed=1)),
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 MAX_LOG2_SIZE = 40
 
 
@@ -104,8 +102,9 @@ def _allocate(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     try:
         return torch.empty(n, dtype=dtype, device=device)
     except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BenchError(f"cannot allocate 2^{n.bit_length() - 1} {str(dtype)[6:]} elements on "
-                         f"{device}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+                         f"{device}: {detail}") from None
 
 
 def _fill_roofline(t):

@@ -72,8 +72,8 @@ def _load_config(spec: str):
                              "existing config.json or folder")
     try:
         return load_config(spec)
-    except (ValueError, TypeError, KeyError, OSError) as exc:  # values transformers refuses
-        raise ValueError(f"{spec}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever transformers raises on values it refuses
+        raise ValueError(f"{spec}: {type(exc).__name__}: {exc}") from None
 
 
 def main(argv=None, prog: str = "python -m fusedinit init-model") -> int:
@@ -102,14 +102,16 @@ def main(argv=None, prog: str = "python -m fusedinit init-model") -> int:
         parser.error(f"argument config: {exc}")
     device = args.device
     dtype = getattr(torch, args.dtype)
-    # Import the model's code once, outside both timings (a meta build costs nothing else); a
-    # config transformers has no causal-LM class for is refused here.
+    # Import the model's code once, outside both timings (a meta build costs nothing else). This
+    # is stock transformers code: whatever it raises comes from the config (no causal-LM class
+    # for it, zero heads, ...), so it is reported as a bad input, not as a crash.
     try:
         with torch.device("meta"):
             AutoModelForCausalLM.from_config(config)
-    except ValueError as exc:
-        parser.error(f"argument config: {args.config}: transformers builds no causal LM from "
-                     f"this {type(config).__name__}: {str(exc).splitlines()[0]}")
+    except Exception as exc:  # noqa: BLE001
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        parser.error(f"argument config: {args.config}: transformers cannot build a causal LM "
+                     f"from this {type(config).__name__} ({type(exc).__name__}: {detail})")
     model, seconds = _timed(lambda: from_config(config, device=device, dtype=dtype, seed=args.seed,
                                                 progress=args.progress), device)
     params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
