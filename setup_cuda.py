@@ -135,7 +135,7 @@ def find_toolkit(torch_cuda: str, flags: list[str], env=None) -> tuple[Toolkit |
         if toolkit:
             return toolkit, ""
         first_reason = first_reason or reason
-    return None, f"{first_reason} (toolkit found through {source})"
+    return None, f"{first_reason} (toolkit location from {source})"
 
 
 def skip_warning(reason: str, torch_cuda: str | None) -> str:

@@ -60,7 +60,7 @@ def test_explicit_cuda_home_is_the_only_candidate(tmp_path):
     env = {"PATH": f"{tmp_path / 'good' / 'bin'}", "CUDA_HOME": str(broken)}
     toolkit, reason = setup_cuda.find_toolkit("13.0", [], env)
     assert toolkit is None
-    assert "cuda_runtime.h" in reason and "CUDA_HOME" in reason
+    assert "cuda_runtime.h" in reason and "from CUDA_HOME" in reason
 
 
 @pytest.mark.parametrize("kind, words", [
