@@ -1,11 +1,12 @@
 """Command line: `python -m fusedinit bench [options]` and `python -m fusedinit init-model CONFIG`."""
-import argparse
 import sys
+
+from ._cli import Parser
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m fusedinit")
+    parser = Parser(prog="python -m fusedinit")
     parser.add_argument("command", choices=["bench", "init-model"],
                         help="bench: fusedinit vs torch (the main job); init-model: build a "
                              "transformers model with fusedinit.from_config")
@@ -13,11 +14,11 @@ def main(argv=None):
     if args.command == "bench":
         from .bench import main as bench_main
 
-        return bench_main(argv[1:])
+        return bench_main(argv[1:], prog="python -m fusedinit bench")
     if args.command == "init-model":
         from .init_model import main as init_model_main
 
-        return init_model_main(argv[1:])
+        return init_model_main(argv[1:], prog="python -m fusedinit init-model")
     return 2
 
 

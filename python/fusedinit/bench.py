@@ -6,16 +6,41 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
+import logging
 import platform
+import sys
 from pathlib import Path
 
 import torch
-from torch.utils import benchmark
 from tqdm import tqdm
 
 import fusedinit
 import fusedinit.testing
+
+from . import _cli
+
+
+class _NoCudaRuntimeNote(logging.Filter):
+    """Drops cpp_extension's "No CUDA runtime is found, using CUDA_HOME=..." record: importing
+    torch.utils.benchmark imports cpp_extension, which logs it on every GPU-less machine with an
+    nvcc on PATH. It says nothing about the benchmark and would be the first line a user reads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+def _import_benchmark():
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    note = _NoCudaRuntimeNote()
+    logger.addFilter(note)
+    try:
+        from torch.utils import benchmark
+    finally:
+        logger.removeFilter(note)
+    return benchmark
+
+
+benchmark = _import_benchmark()
 
 OPS = {
     "normal": (lambda t: t.normal_(0.0, 0.02), lambda t: fusedinit.normal_(t, 0.0, 0.02, seed=1)),
@@ -25,20 +50,44 @@ OPS = {
                      lambda t: fusedinit.trunc_normal_(t, 0.0, 0.02, -0.04, 0.04, seed=1)),
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MAX_LOG2_SIZE = 40
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="fusedinit-bench", description=__doc__)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--sizes", default=None,
+def log2_sizes(text: str) -> list[int]:
+    """Comma-separated log2 sizes, each in [0, MAX_LOG2_SIZE]."""
+    sizes = []
+    for part in text.split(","):
+        try:
+            k = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a log2 size: {part!r} (e.g. 20,24)") from None
+        if not 0 <= k <= MAX_LOG2_SIZE:
+            raise argparse.ArgumentTypeError(
+                f"log2 size {k} out of range [0, {MAX_LOG2_SIZE}]")
+        sizes.append(k)
+    return sizes
+
+
+def parse_args(argv=None, prog: str = "fusedinit-bench"):
+    p = _cli.Parser(prog=prog, description=__doc__)
+    p.add_argument("--device", type=_cli.device, default=None,
+                   help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--sizes", type=log2_sizes, default=None,
                    help="comma-separated log2 sizes (default: 20,22,24,26 on CPU, 24,26,28,30 on GPU)")
-    p.add_argument("--dtypes", default="float32,bfloat16,float16")
-    p.add_argument("--ops", default="normal,uniform,trunc_normal")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    p.add_argument("--min-run-time", type=float, default=0.3, help="seconds per measurement")
+    p.add_argument("--dtypes", type=_cli.choice_list(DTYPES), default="float32,bfloat16,float16")
+    p.add_argument("--ops", type=_cli.choice_list(OPS), default="normal,uniform,trunc_normal")
+    p.add_argument("--threads", type=_cli.positive_int, default=None,
+                   help="CPU threads (default: torch's)")
+    p.add_argument("--min-run-time", type=_cli.positive_seconds, default=0.3,
+                   help="seconds per measurement")
     p.add_argument("--out", default="results", help="folder for the JSON and PNG")
     p.add_argument("--no-plot", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    try:  # before minutes of timing, not after
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        p.error(f"argument --out: cannot create folder {args.out!r}: {exc.strerror or exc}")
+    return args
 
 
 def _timer(fn, t, threads, min_run_time):
@@ -46,22 +95,35 @@ def _timer(fn, t, threads, min_run_time):
     return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
+class BenchError(Exception):
+    """A run that cannot go on (not a bug): main prints it as one line."""
+
+
+def _allocate(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    try:
+        return torch.empty(n, dtype=dtype, device=device)
+    except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BenchError(f"cannot allocate 2^{n.bit_length() - 1} {str(dtype)[6:]} elements on "
+                         f"{device}: {detail}") from None
+
+
 def _fill_roofline(t):
     t.fill_(1.5)  # non-zero: zero fills take a faster path on this hardware
 
 
 def run(args):
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     threads = args.threads or torch.get_num_threads()
-    default_sizes = "24,26,28,30" if device.type == "cuda" else "20,22,24,26"
-    sizes = [1 << int(s) for s in (args.sizes or default_sizes).split(",")]
-    dtypes = [DTYPES[d] for d in args.dtypes.split(",")]
-    ops = args.ops.split(",")
+    default_sizes = [24, 26, 28, 30] if device.type == "cuda" else [20, 22, 24, 26]
+    sizes = [1 << k for k in (args.sizes or default_sizes)]
+    dtypes = [DTYPES[d] for d in args.dtypes]
+    ops = args.ops
     rows = []
     todo = [(d, n) for d in dtypes for n in sizes]
     with tqdm(total=len(todo) * (1 + 2 * len(ops)), desc="fusedinit bench", unit="timing") as bar:
         for dtype, n in todo:
-            t = torch.empty(n, dtype=dtype, device=device)
+            t = _allocate(n, dtype, device)
             roof = _timer(_fill_roofline, t, threads, args.min_run_time)
             bar.update()
             for op in ops:
@@ -78,14 +140,27 @@ def run(args):
                                  pct_roofline=100.0 * roof / t_fused, speedup=t_torch / t_fused))
             del t
     return dict(device=str(device), threads=threads, torch=torch.__version__,
+                backends=fusedinit.available_backends(), cuda_skipped=_cuda_skipped(),
                 cpu_isa=fusedinit.testing.cpu_isa() if fusedinit.HAS_EXTENSION else None,
                 machine=platform.machine(), processor=platform.processor(),
                 date=datetime.datetime.now().isoformat(timespec="seconds"), rows=rows)
 
 
+def _cuda_skipped() -> str | None:
+    """Why this build has no CUDA kernels although torch has CUDA (recorded by setup.py)."""
+    try:
+        from ._build_info import CUDA_SKIPPED
+    except ImportError:  # not built by setup.py (e.g. a source tree on PYTHONPATH)
+        return None
+    return CUDA_SKIPPED
+
+
 def format_table(result) -> str:
     head = (f"device {result['device']}, {result['threads']} thread(s), torch {result['torch']}, "
-            f"cpu kernels: {result['cpu_isa']}\n")
+            f"cpu kernels: {result['cpu_isa']}, backends: {', '.join(result['backends'])}\n")
+    if result.get("cuda_skipped"):
+        head += (f"(this build has no CUDA kernels: {result['cuda_skipped']}; CUDA tensors use "
+                 "Triton - see the README to build them)\n")
     cols = "| op | dtype | n | torch M/s | fusedinit M/s | fusedinit GB/s | fill_ GB/s | % of roofline | speedup |"
     lines = [head, cols, "|" + "---|" * 9]
     for r in result["rows"]:
@@ -122,11 +197,14 @@ def plot(result, path: Path):
     plt.close(fig)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    result = run(args)
+def main(argv=None, prog: str = "fusedinit-bench"):
+    args = parse_args(argv, prog)
+    try:
+        result = run(args)
+    except BenchError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     json_path = out / f"bench-{result['device']}-{stamp}.json"
     json_path.write_text(json.dumps(result, indent=2))
