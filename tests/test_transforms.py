@@ -25,7 +25,7 @@ CASES = [
     (TRUNC_NORMAL, TruncNormal(0.0, 1.0, -2.0, 2.0).params()),
     (TRUNC_NORMAL, TruncNormal(0.0, 0.02, -2.0, 2.0).params()),
     (TRUNC_NORMAL, TruncNormal(1.0, 1.0, 3.0, 9.0).params()),
-    (TRUNC_NORMAL, TruncNormal(0.0, 1.0, -9.0, -4.0).params()),
+    (TRUNC_NORMAL, TruncNormal(0.0, 1.0, -6.0, -4.0).params()),
 ]
 
 

@@ -12,6 +12,10 @@ import torch
 from . import _normal_table
 from ._kinds import CONSTANT, NORMAL, TRUNC_NORMAL, UNIFORM
 
+# The version of the contract this module implements (docs/rng.md "Version"): values for a
+# given seed and name never change within it.
+CONTRACT_VERSION = 1
+
 M32 = 0xFFFFFFFF
 PHILOX_M0, PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
 PHILOX_W0, PHILOX_W1 = 0x9E3779B9, 0xBB67AE85
