@@ -16,7 +16,14 @@ pytestmark = pytest.mark.skipif(not (DOCS / "rng_vectors.json").exists(), reason
 
 
 def load():
-    return json.loads((DOCS / "rng_vectors.json").read_text())
+    return json.loads((DOCS / "rng_vectors.json").read_text())["vectors"]
+
+
+def test_vectors_pin_the_contract_version():
+    """The published vectors are those of this contract version, and docs/rng.md states it."""
+    doc = json.loads((DOCS / "rng_vectors.json").read_text())
+    assert doc["contract_version"] == fusedinit.CONTRACT_VERSION == 1
+    assert f"contract version **{fusedinit.CONTRACT_VERSION}**" in (DOCS / "rng.md").read_text()
 
 
 def as_dtype(bits, dtype):
@@ -50,9 +57,8 @@ def test_vectors(entry):
         # The CPU kernel end to end on the leading (small) indices.
         small = [i for i in entry["indices"] if i < 64]
         t = torch.empty(max(small) + 1, dtype=dtype)
-        spec = {0: fusedinit.Normal, 1: fusedinit.Uniform}.get(case["kind"])
-        spec = spec(*case["params"][:2], stream=stream) if spec else fusedinit.TruncNormal(
-            *case["params"][:4], stream=stream)
+        make = {0: fusedinit.Normal, 1: fusedinit.Uniform, 2: fusedinit.TruncNormal}[case["kind"]]
+        spec = make(*case["spec"], stream=stream)
         fusedinit.init_many_([(t, spec)], seed=seed)
         assert_bitwise_equal(t[small], expected[: len(small)], f"cpu kernel, {name}")
 

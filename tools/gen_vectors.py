@@ -1,6 +1,7 @@
 """Regenerate docs/rng_vectors.json (the contract's test vectors) from the reference.
-Run after any change to the stream; tests/test_vectors.py checks every backend against it
-and that docs/rng.md shows the same numbers."""
+The file carries the contract version (docs/rng.md "Version"): a change to any value needs a
+new version. tests/test_vectors.py checks every backend against it and that docs/rng.md shows
+the same numbers (this script rewrites that table too)."""
 import json
 import pathlib
 import sys
@@ -18,8 +19,14 @@ CASES = [
     dict(name="uniform[-1,1) float32", kind=1, params=[-1.0, 1.0, 0, 0, 0, 0], dtype="float32"),
     dict(name="uniform[0,1) float16", kind=1, params=[0.0, 1.0, 0, 0, 0, 0], dtype="float16"),
     dict(name="trunc_normal(0,1,-2,2) float32", kind=2, params=TruncNormal(0, 1, -2, 2).params(),
-         dtype="float32"),
+         dtype="float32", spec=[0, 1, -2, 2]),
 ]
+# The row of the docs/rng.md table that shows each case (seed 0, stream 0).
+DOC_ROWS = {"normal(0,1) float32": "normal(0, 1) float32",
+            "normal(0,0.02) bfloat16": "normal(0, 0.02) bfloat16",
+            "uniform[-1,1) float32": "uniform[-1, 1) float32",
+            "uniform[0,1) float16": "uniform[0, 1) float16",
+            "trunc_normal(0,1,-2,2) float32": "trunc_normal(0, 1, -2, 2) float32"}
 KEYS = [(0, 0), (0x0123456789ABCDEF, 0xFEDCBA9876543210), (2**64 - 1, 2**64 - 1)]
 INDICES = [0, 1, 2, 3, 4, 5, 2**31 + 1, 2**40 + 3]
 
@@ -39,11 +46,22 @@ def main():
             raw = v.view({2: torch.int16, 4: torch.int32}[v.element_size()]).to(torch.int64)
             raw = raw & ((1 << (8 * v.element_size())) - 1)
             entry["values"][case["name"]] = dict(kind=case["kind"], params=case["params"],
+                                                 spec=case.get("spec", case["params"][:2]),
                                                  dtype=case["dtype"],
                                                  bits=[f"{int(b):0{width}x}" for b in raw],
                                                  decimal=[float(x) for x in v.float()])
         out.append(entry)
-    (ROOT / "docs/rng_vectors.json").write_text(json.dumps(out, indent=1) + "\n")
+    doc = {"contract_version": reference.CONTRACT_VERSION, "vectors": out}
+    (ROOT / "docs/rng_vectors.json").write_text(json.dumps(doc, indent=1) + "\n")
+    doc = ROOT / "docs/rng.md"
+    lines = doc.read_text().split("\n")
+    rows = {"words": out[0]["words"]}
+    rows.update({DOC_ROWS[name]: val["bits"] for name, val in out[0]["values"].items()})
+    for i, line in enumerate(lines):
+        for label, bits in rows.items():
+            if line.startswith(f"| {label} | "):
+                lines[i] = f"| {label} | {' '.join(bits)} |"
+    doc.write_text("\n".join(lines))
     for e in out:
         print(f"seed {e['seed']} stream {e['stream']}: words " + " ".join(e["words"]))
         for name, val in e["values"].items():

@@ -13,23 +13,22 @@
 namespace fusedinit {
 namespace gpu {
 
-// Entry i of the row-major normal table (64 rows of kTableStride floats, zero padded) that
-// each block copies into shared memory: one 16-byte and one 8-byte load fetch a row.
+// Entry i of the row-major normal table (64 rows of kTableStride floats: c0..c6 and the
+// expansion point m) that each block copies into shared memory: two 16-byte loads fetch a row.
+static_assert(kTableStride == kNormalTableColumns, "a shared-memory row holds exactly one table row");
 FI_HD float table_entry(int i) {
-  const int k = i % kTableStride;
-  return k <= kNormalTableDegree ? normal_coefficient(k, static_cast<uint32_t>(i / kTableStride))
-                                 : 0.0f;
+  return normal_coefficient(i % kTableStride, static_cast<uint32_t>(i / kTableStride));
 }
 
 struct RowTable {
   const float* rows;
-  FI_HD_MEMBER void row(uint32_t r, float c[6]) const {
+  FI_HD_MEMBER void row(uint32_t r, float c[kNormalTableColumns]) const {
 #if defined(__CUDA_ARCH__)
     const float4 a = reinterpret_cast<const float4*>(rows)[r * 2];
-    const float2 b = reinterpret_cast<const float2*>(rows)[r * 4 + 2];
-    c[0] = a.x, c[1] = a.y, c[2] = a.z, c[3] = a.w, c[4] = b.x, c[5] = b.y;
+    const float4 b = reinterpret_cast<const float4*>(rows)[r * 2 + 1];
+    c[0] = a.x, c[1] = a.y, c[2] = a.z, c[3] = a.w, c[4] = b.x, c[5] = b.y, c[6] = b.z, c[7] = b.w;
 #else
-    for (int k = 0; k < 6; ++k) c[k] = rows[r * kTableStride + k];
+    for (int k = 0; k < kNormalTableColumns; ++k) c[k] = rows[r * kTableStride + k];
 #endif
   }
 };

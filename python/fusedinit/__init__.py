@@ -1,6 +1,7 @@
 """fusedinit: weight initialization at the speed of writing memory, bit-identical on every
 backend, layout and initialization order (see docs/rng.md for the random-stream contract)."""
 from . import reference
+from .reference import CONTRACT_VERSION
 from ._ops import HAS_EXTENSION
 from .api import init_many_, normal_, trunc_normal_, uniform_
 from .specs import Constant, Normal, TruncNormal, Uniform
@@ -25,7 +26,7 @@ def available_backends():
     return names + ["reference"]
 
 
-__all__ = ["normal_", "uniform_", "trunc_normal_", "init_many_", "Normal", "Uniform",
+__all__ = ["CONTRACT_VERSION", "normal_", "uniform_", "trunc_normal_", "init_many_", "Normal", "Uniform",
            "TruncNormal", "Constant", "reference", "available_backends", "HAS_EXTENSION",
            "init_module_", "fuse", "param_stream", "hf", "from_config", "patch_transformers",
            "unpatch_transformers", "patched_transformers",

@@ -67,6 +67,69 @@ def normal_cdf(x: float) -> float:
     return 0.5 * math.erfc(-x / math.sqrt(2.0))
 
 
+def _f32_inward(x: float, up: bool) -> float:
+    """x rounded to float32 towards the inside of a bound: up for a lower bound, down for an
+    upper one, so the float32 value never lies outside what the user asked for."""
+    y = f32(x)
+    if (y < x) if up else (y > x):  # one float32 step inward (x finite, so y is)
+        bits = struct.unpack("<I", struct.pack("<f", y))[0]
+        if bits & 0x7FFFFFFF == 0:
+            bits = 0x00000001 if up else 0x80000001
+        else:
+            grows = (bits >> 31 == 0) == up  # the magnitude grows: positive going up, ...
+            bits += 1 if grows else -1
+        y = struct.unpack("<f", struct.pack("<I", bits))[0]
+    return y
+
+
+# The quantile's reach (docs/rng.md): the outer tail of the sampled orientation ends where
+# Phi(z) = 2^-33 (q = 2^-32, |z| = 6.23), the inner one where 1 - Phi(z) = 2^-24 (the float32
+# probability's last step below 1, |z| = 5.33). Truncated mass beyond them would be piled onto
+# one value; more than this fraction of it is refused instead.
+_OUTER_TAIL, _INNER_TAIL = 2.0**-33, 2.0**-24
+_MAX_MASS_BEYOND_REACH = 1e-6
+
+
+def trunc_normal_params(mean: float, std: float, a: float, b: float) -> list:
+    """The six parameters the kernels receive for N(mean, std^2) truncated to [a, b] (docs/rng.md
+    section 3), computed once in double precision; raises ValueError naming the bounds when the
+    contract cannot sample them. Every value is exactly a float32.
+
+    - The bounds are rounded inward to float32, so values (clamped to them in float32) lie in
+      [a, b] exactly in float32 and float64, and in [round(a), round(b)] in 16-bit dtypes.
+    - An interval whose mass lies mostly above the mean is sampled as its mirror image with the
+      sign of std flipped, so each tail is drawn from its own small probabilities (float32 keeps
+      their resolution; 1 - p near 1 would not) and [a, b] and [2 mean - b, 2 mean - a] give
+      exact mirror images."""
+    lo, hi = _f32_inward(a, up=True), _f32_inward(b, up=False)
+    if not lo <= hi:
+        raise ValueError(f"no float32 value between the truncation bounds a={a} and b={b}")
+    scale = f32(std)
+    if std == 0:
+        # v = mean for every word; the clamp keeps it inside the bounds.
+        if not a <= mean <= b:
+            raise ValueError(f"no probability mass between a={a} and b={b} for N({mean}, 0^2)")
+        return [f32(mean), scale, lo, hi, 0.0, 1.0]
+    alpha, beta = (a - mean) / std, (b - mean) / std
+    if alpha + beta > 0:  # mostly above the mean: sample the mirror image, flip the sign
+        alpha, beta, scale = -beta, -alpha, -scale
+    p_lo, p_hi = normal_cdf(alpha), normal_cdf(beta)
+    if not f32(p_lo) < f32(p_hi):
+        raise ValueError(
+            f"no probability mass between a={a} and b={b} for N({mean}, {std}^2) at float32 "
+            f"resolution")
+    outer = max(0.0, min(p_hi, _OUTER_TAIL) - p_lo)
+    inner = max(0.0, min(normal_cdf(-alpha), _INNER_TAIL) - normal_cdf(-beta))
+    beyond = (outer + inner) / (p_hi - p_lo)
+    if beyond > _MAX_MASS_BEYOND_REACH:
+        raise ValueError(
+            f"truncation bounds a={a}, b={b} for N({mean}, {std}^2): {beyond:.3g} of the "
+            f"truncated mass lies beyond the reach of fusedinit's normal quantile (6.23 sigma "
+            f"in the outer tail; at most {_MAX_MASS_BEYOND_REACH:g} is allowed): move the bounds "
+            f"towards the mean")
+    return [f32(mean), scale, lo, hi, f32(p_lo), f32(p_hi)]
+
+
 @dataclass(frozen=True)
 class Normal:
     """N(mean, std^2); `padding_idx` (negative counts from the end) zeroes that row of dim 0."""
@@ -143,11 +206,7 @@ class TruncNormal:
             raise ValueError(f"std must be >= 0, got {self.std}")
         if self.a >= self.b:
             raise ValueError(f"truncation bounds need a < b, got a={self.a}, b={self.b}")
-        p_lo, p_hi = self._probabilities()
-        if not f32(p_lo) < f32(p_hi):
-            raise ValueError(
-                f"no probability mass between a={self.a} and b={self.b} for N({self.mean}, "
-                f"{self.std}^2) at float32 resolution")
+        trunc_normal_params(self.mean, self.std, self.a, self.b)  # raises if unsampleable
         object.__setattr__(self, "stream", check_u64("stream", self.stream))
         _finish(self)
 
@@ -160,18 +219,10 @@ class TruncNormal:
         hi = min(f32(self.b), f32(self.mean) + spread)
         return max(abs(lo), abs(hi))
 
-    def _probabilities(self):
-        if self.std == 0:
-            inside = self.a <= self.mean <= self.b
-            return (0.0, 1.0) if inside else (0.0, 0.0)
-        return (normal_cdf((self.a - self.mean) / self.std),
-                normal_cdf((self.b - self.mean) / self.std))
-
     def params(self):
-        # The CDF bounds are computed here, once, in double precision, so every backend
-        # receives the same float32 values (part of the contract, docs/rng.md).
-        p_lo, p_hi = self._probabilities()
-        return [self.mean, self.std, self.a, self.b, p_lo, p_hi]
+        # Computed here, once, in double precision, so every backend receives the same float32
+        # values (part of the contract, docs/rng.md).
+        return trunc_normal_params(self.mean, self.std, self.a, self.b)
 
 
 @dataclass(frozen=True)
