@@ -25,7 +25,8 @@ def openmp_flags():
 
 # Host code shared with the CUDA launcher, always built: the emulated CUDA grid runs on CPU.
 HOST_SOURCES = ["csrc/cuda/launch_plan.cpp", "csrc/cuda/emulate.cpp"]
-CUDA_SOURCES = ["csrc/cuda/init_cuda.cpp", "csrc/cuda/init_kernel.cu"]
+# One init_kernel_<N>.cu per descriptor capacity: they compile in parallel.
+CUDA_SOURCES = ["csrc/cuda/init_cuda.cpp"] + sorted(glob.glob("csrc/cuda/init_kernel_*.cu"))
 
 # sm_80 and sm_90 SASS plus sm_90 PTX for newer GPUs. Contraction off (--fmad=false) and no
 # fast math: every float op of the contract must round exactly as written.

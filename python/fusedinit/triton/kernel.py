@@ -220,6 +220,16 @@ def _fp16_to_f32(h):
 
 
 @triton.jit
+def _element_size(STORE: tl.constexpr) -> tl.constexpr:
+    if STORE == _F32:
+        return tl.constexpr(4)
+    elif STORE == _F64:
+        return tl.constexpr(8)
+    else:
+        return tl.constexpr(2)
+
+
+@triton.jit
 def _placed(i, offset, run, run_stride):
     """Logical index of element i (rng_math.h placed_index)."""
     safe_run = tl.where(run == 0, 1, run)
@@ -347,7 +357,9 @@ def init_kernel(base, meta, params, table, num_tensors,
 
     start = tl.load(row_meta + _COL_OFFSET)
     if ALIGNED:
-        start = tl.multiple_of(start, 16)
+        # Aligned tensors start 16 bytes apart from the base: a multiple of 16 bytes, not of
+        # 16 elements.
+        start = tl.multiple_of(start, 16 // _element_size(STORE))
     ptrs = base + start + _element_offsets(row_meta, idx, tl.load(row_meta + _COL_NDIM), STRIDED)
     if begin + BLOCK <= numel:
         tl.store(ptrs, out)
