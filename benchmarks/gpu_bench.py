@@ -37,7 +37,7 @@ class Setup:
     device: str
     backends: List[str]               # fusedinit backends under test, first = the one timed first
     odd_shape: tuple                  # every dtype and distribution: an odd size, partial units
-    check_log2: List[int]             # float32 / bfloat16 normal at 2^k (k >= 10, rows of 1024)
+    check_log2: List[int]             # float32 / bfloat16 normal at 2^k (k >= 6)
     bench_log2: List[int]
     timer: Callable[[Callable[[], object]], float]  # median milliseconds of a call
 
@@ -47,8 +47,10 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
 
 
 def _shape(n: int) -> tuple:
-    """2^k elements as rows of 1024: enough rows for every distribution's padding row."""
-    return (n // 1024, 1024)
+    """2^k elements (k >= 6) as rows of at most 1024 and at least 8 rows: enough for every
+    distribution's padding row."""
+    cols = min(1024, n // 8)
+    return (n // cols, cols)
 
 
 def check_shapes(setup: Setup) -> None:

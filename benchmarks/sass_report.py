@@ -5,7 +5,8 @@ them (nvdisasm from Triton's package), and prints per kernel and dtype: register
 the widest store, SASS instructions per output element on the hot path, and the issue-bound
 throughput that implies on an H200 next to its write roofline. It also scans the PTX of the
 full kernels (every distribution and dtype) and fails on anything that would break bit
-exactness: approximate ops (.approx), flush-to-zero (.ftz) or fused multiply-adds (fma).
+exactness: approximate ops (.approx), flush-to-zero (.ftz) or fused multiply-adds other than
+the contract's own (fusedinit.ptx_exactness: each of those is an inline-asm fma.rn.f32).
 
 Hot path: the CUDA kernel's 16-byte store loop is built alone (-DFUSEDINIT_SASS_PROBE_KIND /
 _STORE: normal, one dtype) and its shortest cycle through a 16-byte store is the common
@@ -46,14 +47,12 @@ THREAD_INSTRUCTIONS_PER_S = 132 * 4 * 1.98e9 * 32
 WRITE_BANDWIDTH = 4.3e12  # bytes/s, the write roofline
 DTYPES = {"float32": (0, 4), "bfloat16": (2, 2)}  # name -> (Store code, bytes per element)
 NORMAL = 0
-PTX_FORBIDDEN = re.compile(r"\.approx|\.ftz|\bfma\.")
 
 # SharedTable (csrc/cuda/thread_body.h): one (byte offset of row 0, row stride, bytes loaded)
 # per shared-memory load a value makes.
-TABLE_LOADS = [(0, 8, 8), (512, 8, 8), (1024, 8, 8)]
-# The layout before the split, for the comparison in the report: 32-byte rows, one 16-byte
-# and one 8-byte load.
-TABLE_LOADS_ROW_MAJOR = [(0, 32, 16), (16, 32, 8)]
+TABLE_LOADS = [(0, 8, 8), (512, 8, 8), (1024, 8, 8), (1536, 8, 8)]
+# Row-major 32-byte rows read with two 16-byte loads, for the comparison in the report.
+TABLE_LOADS_ROW_MAJOR = [(0, 32, 16), (16, 32, 16)]
 
 _INSTR = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
 _LABEL = re.compile(r"^(\.L_x_\d+):")
@@ -147,15 +146,18 @@ class Sass:
                 if op.split(".")[0] in ("STG", "ST") and op.endswith("." + width)]
 
     def hot_loop(self):
-        """Shortest cycle through a 16-byte store: the instructions of one loop iteration."""
-        best = None
-        for s in self.stores():
+        """The cycle through a 16-byte store with the fewest instructions per 16-byte store
+        (an unrolled loop stores more than once an iteration): one loop iteration."""
+        best, best_cost = None, float("inf")
+        stores = set(self.stores())
+        for s in stores:
             back = self._reverse_dist(s)
             for j in self.succ[s]:
                 if back[j] != float("inf"):
                     cycle = self.path(j, s)
-                    if best is None or len(cycle) < len(best):
-                        best = cycle
+                    cost = len(cycle) / len(stores.intersection(cycle))
+                    if cost < best_cost:
+                        best, best_cost = cycle, cost
         return best
 
     def loop_overhead(self, loop) -> int:
@@ -362,9 +364,14 @@ def _row(sass: Sass, nodes, elements: int, esize: int, res: dict, spills: int,
 
 
 def _scan_ptx(ptx: str) -> list:
-    """Lines of PTX with an approximate, flush-to-zero or fused float op."""
-    return [line.strip() for line in ptx.splitlines()
-            if PTX_FORBIDDEN.search(line) and not line.strip().startswith("//")]
+    """Lines of PTX with an approximate or flush-to-zero op or a contracted fma; a kernel with
+    none of the contract's fma blocks means the scan no longer recognises them."""
+    from fusedinit.ptx_exactness import inexact_ops, split_contract_fma
+
+    bad = inexact_ops(ptx)
+    if split_contract_fma(ptx)[0] == 0:
+        bad.append("no contract fma block found: the scan does not recognise them")
+    return bad
 
 
 def main(argv=None) -> int:
@@ -427,7 +434,7 @@ def _print_table(report: dict, arch: int) -> None:
     full = report["cuda"]["full"]
     print(f"\nCUDA full kernel: {full['registers']} registers, {full['spills']} bytes spilled")
     for kernel, data in report.items():
-        print(f"{kernel} PTX scan (.approx / .ftz / fma): "
+        print(f"{kernel} PTX scan (.approx / .ftz / contracted fma): "
               f"{len(data['ptx_violations'])} violations")
 
 

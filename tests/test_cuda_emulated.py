@@ -12,7 +12,7 @@ from conftest import DTYPES, assert_bitwise_equal
 from fusedinit.testing import emulate_cuda_
 from strategies import EXTREME_SPECS, SPEC, U64, reference_of, views
 
-CHUNK = 16384  # launch_layout.h kChunk: elements of one tensor per block iteration
+CHUNK = 32768  # launch_layout.h kChunk: elements of one tensor per block iteration
 GEOMETRY = st.tuples(st.integers(1, 5), st.sampled_from([1, 3, 32, 64, 256]))
 
 SPECS = [fusedinit.Normal(0.1, 1.5), fusedinit.Uniform(-1.0, 2.0),

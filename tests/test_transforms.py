@@ -85,17 +85,23 @@ def test_float64_is_widened_float32():
 
 
 def test_quantile_table_accuracy():
-    """Dense sample of every table row against scipy's exact quantile (docs: max error)."""
-    worst = 0.0
+    """Dense sample of every table row against scipy's exact quantile (docs: max error): within
+    2e-7 where |z| < 4, and there float32's own spacing (half an ulp is 2.4e-7 for |z| >= 4)
+    plus a small remainder."""
+    worst = worst_below4 = 0.0
     for octave in range(32):
         step = 1 << max(0, 23 - octave) if octave <= 20 else 97
         mant = torch.arange(0, 1 << 23, step, dtype=torch.int64)
         z = reference.half_normal_quantile(torch.full_like(mant, octave), mant).double().numpy()
         t = 1.0 + mant.numpy() / 2.0**23
         exact = -ndtri(t * 2.0 ** (octave - 32) / 2.0)
-        worst = max(worst, float(np.abs(z - exact).max()))
-    assert worst <= _normal_table.MAX_ABS_ERROR * 1.05
-    assert worst < 6e-7
+        err = np.abs(z - exact)
+        worst = max(worst, float(err.max()))
+        if (exact < 4).any():
+            worst_below4 = max(worst_below4, float(err[exact < 4].max()))
+    assert worst <= _normal_table.MAX_ABS_ERROR
+    assert worst_below4 <= _normal_table.MAX_ABS_ERROR_BELOW_4 <= 2e-7
+    assert worst < 2.6e-7
 
 
 def test_truncated_normal_bounds_are_respected():

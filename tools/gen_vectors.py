@@ -20,6 +20,12 @@ CASES = [
     dict(name="trunc_normal(0,1,-2,2) float32", kind=2, params=TruncNormal(0, 1, -2, 2).params(),
          dtype="float32"),
 ]
+# The row of the docs/rng.md table that shows each case (seed 0, stream 0).
+DOC_ROWS = {"normal(0,1) float32": "normal(0, 1) float32",
+            "normal(0,0.02) bfloat16": "normal(0, 0.02) bfloat16",
+            "uniform[-1,1) float32": "uniform[-1, 1) float32",
+            "uniform[0,1) float16": "uniform[0, 1) float16",
+            "trunc_normal(0,1,-2,2) float32": "trunc_normal(0, 1, -2, 2) float32"}
 KEYS = [(0, 0), (0x0123456789ABCDEF, 0xFEDCBA9876543210), (2**64 - 1, 2**64 - 1)]
 INDICES = [0, 1, 2, 3, 4, 5, 2**31 + 1, 2**40 + 3]
 
@@ -44,6 +50,15 @@ def main():
                                                  decimal=[float(x) for x in v.float()])
         out.append(entry)
     (ROOT / "docs/rng_vectors.json").write_text(json.dumps(out, indent=1) + "\n")
+    doc = ROOT / "docs/rng.md"
+    lines = doc.read_text().split("\n")
+    rows = {"words": out[0]["words"]}
+    rows.update({DOC_ROWS[name]: val["bits"] for name, val in out[0]["values"].items()})
+    for i, line in enumerate(lines):
+        for label, bits in rows.items():
+            if line.startswith(f"| {label} | "):
+                lines[i] = f"| {label} | {' '.join(bits)} |"
+    doc.write_text("\n".join(lines))
     for e in out:
         print(f"seed {e['seed']} stream {e['stream']}: words " + " ".join(e["words"]))
         for name, val in e["values"].items():

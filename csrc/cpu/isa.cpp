@@ -19,7 +19,8 @@ bool cpu_has(const char* isa) {
            __builtin_cpu_supports("avx512vl");
   }
   if (std::strcmp(isa, "avx2") == 0) {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("bmi2");
   }
 #else
   (void)isa;

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512cd,avx512bw,avx512dq,avx512vl,f16c,bmi,bmi2,lzcnt,popcnt")
+#pragma GCC target("avx512f,avx512cd,avx512bw,avx512dq,avx512vl,f16c,fma,bmi,bmi2,lzcnt,popcnt")
 
 #include "block_kernels.h"
 
@@ -87,10 +87,10 @@ void words_block(uint64_t seed, uint64_t stream, uint64_t first, int64_t n, uint
 }
 
 struct Table {
-  __m512 lo[kNormalTableDegree + 1][2];  // rows 0..31: octaves 0..15 (rare: q < 2^-16)
-  __m512 hi[kNormalTableDegree + 1][2];  // rows 32..63
+  __m512 lo[kNormalTableColumns][2];  // rows 0..31: octaves 0..15 (rare: q < 2^-16)
+  __m512 hi[kNormalTableColumns][2];  // rows 32..63
   Table() {
-    for (int k = 0; k <= kNormalTableDegree; ++k) {
+    for (int k = 0; k < kNormalTableColumns; ++k) {
       for (int h = 0; h < 2; ++h) {
         lo[k][h] = _mm512_loadu_ps(&kNormalTable[k][16 * h]);
         hi[k][h] = _mm512_loadu_ps(&kNormalTable[k][32 + 16 * h]);
@@ -100,29 +100,28 @@ struct Table {
 };
 
 template <bool kLowRows>
-inline __m512 horner(const Table& t, __m512i row, __mmask16 low_rows, __m512 s) {
-  auto coefficient = [&](int k) {
+inline __m512 horner(const Table& t, __m512i row, __mmask16 low_rows, __m512 tv) {
+  auto column = [&](int k) {
     __m512 c = _mm512_permutex2var_ps(t.hi[k][0], row, t.hi[k][1]);
     if (kLowRows) {
       c = _mm512_mask_blend_ps(low_rows, c, _mm512_permutex2var_ps(t.lo[k][0], row, t.lo[k][1]));
     }
     return c;
   };
-  __m512 r = coefficient(5);
-  for (int k = 4; k >= 0; --k) r = _mm512_add_ps(_mm512_mul_ps(r, s), coefficient(k));
+  const __m512 s = _mm512_sub_ps(tv, column(kNormalTableCenter));  // exact
+  __m512 r = column(kNormalTableDegree);
+  for (int k = kNormalTableDegree - 1; k >= 0; --k) r = _mm512_fmadd_ps(r, s, column(k));
   return r;
 }
 
 // half_normal_quantile(octave, mant23) for 16 lanes.
 inline __m512 quantile(const Table& t, __m512i octave, __m512i mant23) {
   const __m512i row = _mm512_or_si512(_mm512_slli_epi32(octave, 1), _mm512_srli_epi32(mant23, 22));
-  const __m512 s = _mm512_sub_ps(
-      _mm512_castsi512_ps(_mm512_or_si512(mant23, _mm512_set1_epi32(0x3f800000))),
-      _mm512_set1_ps(1.5f));
+  const __m512 tv = _mm512_castsi512_ps(_mm512_or_si512(mant23, _mm512_set1_epi32(0x3f800000)));
   // Rows below 32 are octaves below 16 (q < 2^-16): about one vector in 4096 needs them.
   const __mmask16 low_rows = _mm512_cmplt_epi32_mask(row, _mm512_set1_epi32(32));
-  if (__builtin_expect(low_rows != 0, 0)) return horner<true>(t, row, low_rows, s);
-  return horner<false>(t, row, low_rows, s);
+  if (__builtin_expect(low_rows != 0, 0)) return horner<true>(t, row, low_rows, tv);
+  return horner<false>(t, row, low_rows, tv);
 }
 
 inline __m512 standard_normal16(const Table& t, __m512i w) {
@@ -148,18 +147,18 @@ inline __m512 value16(const Job& job, const Table& t, __m512i w) {
   const __m512 p1 = _mm512_set1_ps(job.p[1]);
   switch (job.kind) {
     case kNormal:
-      return _mm512_add_ps(p0, _mm512_mul_ps(p1, standard_normal16(t, w)));
+      return _mm512_fmadd_ps(p1, standard_normal16(t, w), p0);
     case kUniform: {
       const __m512 u = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(w, 8)),
                                      _mm512_set1_ps(0x1p-24f));
-      return _mm512_add_ps(p0, _mm512_mul_ps(_mm512_sub_ps(p1, p0), u));
+      return _mm512_fmadd_ps(_mm512_sub_ps(p1, p0), u, p0);
     }
     case kTruncNormal: {
       const __m512i odd = _mm512_or_si512(_mm512_slli_epi32(_mm512_srli_epi32(w, 9), 1),
                                           _mm512_set1_epi32(1));
       const __m512 u = _mm512_mul_ps(_mm512_cvtepi32_ps(odd), _mm512_set1_ps(0x1p-24f));
       const __m512 plo = _mm512_set1_ps(job.p[4]);
-      const __m512 p = _mm512_add_ps(plo, _mm512_mul_ps(_mm512_sub_ps(_mm512_set1_ps(job.p[5]), plo), u));
+      const __m512 p = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_set1_ps(job.p[5]), plo), u, plo);
       const __mmask16 lower = _mm512_cmp_ps_mask(p, _mm512_set1_ps(0.5f), _CMP_LT_OQ);
       const __m512 tail = _mm512_mask_blend_ps(lower, _mm512_sub_ps(_mm512_set1_ps(1.0f), p), p);
       __m512 q = _mm512_add_ps(tail, tail);
@@ -173,7 +172,7 @@ inline __m512 value16(const Job& job, const Table& t, __m512i w) {
       z = _mm512_castsi512_ps(_mm512_mask_xor_epi32(
           _mm512_castps_si512(z), lower, _mm512_castps_si512(z),
           _mm512_set1_epi32(static_cast<int>(0x80000000u))));
-      __m512 v = _mm512_add_ps(p0, _mm512_mul_ps(p1, z));
+      __m512 v = _mm512_fmadd_ps(p1, z, p0);
       v = select_lt(v, _mm512_set1_ps(job.p[2]));
       v = select_gt(v, _mm512_set1_ps(job.p[3]));
       return v;

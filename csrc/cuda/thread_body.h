@@ -13,46 +13,42 @@
 namespace fusedinit {
 namespace gpu {
 
-// The normal table as each block keeps it in shared memory: the coefficients of a row in
-// pairs (c0 c1, c2 c3, c4 c5), each pair in its own array of 8-byte rows. A row is three
+// The normal table as each block keeps it in shared memory: the columns of a row (c0..c6 and
+// the expansion point m) in pairs, each pair in its own array of 8-byte rows. A row is four
 // 8-byte loads from one address register (the arrays sit at fixed offsets), and 16
 // consecutive rows share no bank. Row-major 32-byte rows put rows r and r + 4 on the same
 // banks, and the rows the words select cluster at the top of the table (half the lookups
 // go to the last two rows, a quarter to the two below...). benchmarks/sass_report.py
 // models the shared-memory wavefronts this costs per value (TABLE_LOADS there).
-constexpr int kTableCoefficients = kNormalTableDegree + 1;
-constexpr int kTablePairs = (kTableCoefficients + 1) / 2;
-static_assert(kTableCoefficients <= 6, "RowTable::row fills at most 6 coefficients");
+constexpr int kTablePairs = (kNormalTableColumns + 1) / 2;
 
 struct SharedTable {
   alignas(16) float pairs[kTablePairs][kNormalTableRows][2];
 };
 
-// Coefficient k of every row (zero past the polynomial's degree), written by the threads of a
-// block in parallel: thread t writes entries t, t + threads, ...
+// Column k of every row (zero past the last column), written by the threads of a block in
+// parallel: thread t writes entries t, t + threads, ...
 FI_HD void fill_table(SharedTable& table, int thread, int threads) {
   for (int i = thread; i < kTablePairs * kNormalTableRows * 2; i += threads) {
     const int pair = i / (kNormalTableRows * 2), row = i / 2 % kNormalTableRows, k = 2 * pair + i % 2;
     table.pairs[pair][row][i % 2] =
-        k < kTableCoefficients ? normal_coefficient(k, static_cast<uint32_t>(row)) : 0.0f;
+        k < kNormalTableColumns ? normal_coefficient(k, static_cast<uint32_t>(row)) : 0.0f;
   }
 }
 
 struct RowTable {
   const SharedTable* table;
-  FI_HD_MEMBER void row(uint32_t r, float c[6]) const {
+  FI_HD_MEMBER void row(uint32_t r, float c[kNormalTableColumns]) const {
 #pragma unroll
-    for (int pair = 0; pair < 3; ++pair) {
-      if (pair < kTablePairs) {
+    for (int pair = 0; pair < kTablePairs; ++pair) {
 #if defined(__CUDA_ARCH__)
-        const float2 v = *reinterpret_cast<const float2*>(table->pairs[pair][r]);
-        c[2 * pair] = v.x, c[2 * pair + 1] = v.y;
+      const float2 v = *reinterpret_cast<const float2*>(table->pairs[pair][r]);
+      c[2 * pair] = v.x;
+      if (2 * pair + 1 < kNormalTableColumns) c[2 * pair + 1] = v.y;
 #else
-        c[2 * pair] = table->pairs[pair][r][0], c[2 * pair + 1] = table->pairs[pair][r][1];
+      c[2 * pair] = table->pairs[pair][r][0];
+      if (2 * pair + 1 < kNormalTableColumns) c[2 * pair + 1] = table->pairs[pair][r][1];
 #endif
-      } else {
-        c[2 * pair] = c[2 * pair + 1] = 0.0f;
-      }
     }
   }
 };
@@ -230,16 +226,19 @@ FI_HD int64_t strided_offset(const TensorDesc& d, int64_t i) {
 // unit (written element-wise); chunks without either run the loop without those tests.
 // The loop counts in 32 bits inside the chunk (at most kChunk elements) and advances the
 // Philox group and the address by a constant step: no division or 64-bit compare per unit.
-template <int K, Store S, bool kChecks, bool kRuns, class Rows>
+// kFull: a whole chunk (kChunk elements), so the trip count is a compile-time constant and
+// the loop unrolls by two (one compare, branch and index update per two units).
+template <int K, Store S, bool kChecks, bool kRuns, bool kFull = false, class Rows>
 FI_HD void vector_loop(const TensorDesc& d, const RoundKeys& keys, const Rows& rows,
                        int64_t begin, int64_t end, int thread, int block_dim) {
   constexpr int kUnit = StoreTraits<S>::kUnit;
   constexpr int kSize = StoreTraits<S>::kSize;
-  const int n = static_cast<int>(end - begin);
+  const int n = kFull ? static_cast<int>(kChunk) : static_cast<int>(end - begin);
   const int step = block_dim * kUnit;
   // Without runs, units start on Philox groups (vector: offset % 8 == 0), so this is exact.
   int64_t group = (d.offset + begin + static_cast<int64_t>(thread) * kUnit) / 4;
   char* dst = d.data + (begin + static_cast<int64_t>(thread) * kUnit) * kSize;
+#pragma unroll 2
   for (int i = thread * kUnit; i < n;
        i += step, group += step / 4, dst += static_cast<int64_t>(step) * kSize) {
     float v[kUnit];
@@ -271,6 +270,8 @@ FI_HD void run_vector(const TensorDesc& d, const RoundKeys& keys, const Rows& ro
     vector_loop<K, S, true, true>(d, keys, rows, begin, end, thread, block_dim);
   } else if (checks) {
     vector_loop<K, S, true, false>(d, keys, rows, begin, end, thread, block_dim);
+  } else if (end - begin == kChunk) {
+    vector_loop<K, S, false, false, true>(d, keys, rows, begin, end, thread, block_dim);
   } else {
     vector_loop<K, S, false, false>(d, keys, rows, begin, end, thread, block_dim);
   }

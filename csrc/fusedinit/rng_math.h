@@ -1,11 +1,14 @@
 // The random-stream contract of fusedinit (docs/rng.md), as scalar code that the host
 // compiler and nvcc both compile. Every backend computes exactly these operations in
-// exactly this order: only integer ops and correctly rounded float add/sub/mul and
-// int->float conversions of exactly representable values, so the bits agree everywhere.
-// Build with contraction off (-ffp-contract=off, nvcc --fmad=false); the device path also
-// uses the explicit _rn intrinsics so a stray flag cannot change a value.
+// exactly this order: only integer ops, correctly rounded float add/sub/mul, explicit fused
+// multiply-adds (fma_rn: one correctly rounded IEEE-754 operation, where the contract writes
+// one) and int->float conversions of exactly representable values, so the bits agree
+// everywhere. What would break that is the compiler contracting a*b+c on its own, so build
+// with contraction off (-ffp-contract=off, nvcc --fmad=false); the device path also uses the
+// explicit _rn intrinsics so a stray flag cannot change a value.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -164,6 +167,20 @@ FI_HD float sub_rn(float a, float b) {
 #endif
 }
 
+// a * b + c with one rounding (IEEE-754 fusedMultiplyAdd, round to nearest even). On the device
+// it is inline PTX, so benchmarks/sass_report.py can tell the contract's fma (inside an
+// inline-asm block) from one the compiler contracted (outside): the latter fails the scan.
+// std::fmaf is correctly rounded everywhere (the vfmadd instruction where the ISA has it).
+FI_HD float fma_rn(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  float r;
+  asm("fma.rn.f32 %0, %1, %2, %3;" : "=f"(r) : "f"(a), "f"(b), "f"(c));
+  return r;
+#else
+  return std::fmaf(a, b, c);
+#endif
+}
+
 // ---- words -> uniforms ------------------------------------------------------------
 // [0, 1 - 2^-24] on a 2^-24 grid: the top 24 bits, exactly representable.
 FI_HD float uniform_closed_open(uint32_t w) {
@@ -177,7 +194,7 @@ FI_HD float uniform_open(uint32_t w) {
 
 // ---- half-normal quantile ---------------------------------------------------------
 // z = Phi^-1(1 - q/2) for q = t * 2^(octave - 32), t = 1.mant23 (binary), from the
-// piecewise degree-5 table (max abs error documented in normal_table.h).
+// piecewise degree-6 table (max abs error documented in normal_table.h).
 FI_HD float normal_coefficient(int k, uint32_t row) {
 #if defined(__CUDA_ARCH__)
   return kNormalTableDevice[k][row];
@@ -186,43 +203,44 @@ FI_HD float normal_coefficient(int k, uint32_t row) {
 #endif
 }
 
-// Where the quantile reads its coefficients: by default the table in normal_table.h; the CUDA
-// kernel passes its shared-memory copy. Only where the numbers come from changes.
+// Where the quantile reads a row (c0..c6, then the expansion point m): by default the table in
+// normal_table.h; the CUDA kernel passes its shared-memory copy. Only where the numbers come
+// from changes.
 struct GlobalTable {
-  FI_HD_MEMBER void row(uint32_t r, float c[6]) const {
-    for (int k = 0; k < 6; ++k) c[k] = normal_coefficient(k, r);
+  FI_HD_MEMBER void row(uint32_t r, float c[kNormalTableColumns]) const {
+    for (int k = 0; k < kNormalTableColumns; ++k) c[k] = normal_coefficient(k, r);
   }
 };
 
-// The quantile in three steps so a kernel can fetch the coefficients its own way (the CUDA
-// kernel reads a row-major copy in shared memory): the row and the offset s of the
-// argument, then Horner's rule in float32 mul/add (no fma).
-struct QuantileArg {
-  uint32_t row;
-  float s;
-};
-
-FI_HD QuantileArg quantile_arg(uint32_t octave, uint32_t mant23) {
+// The quantile in steps so a kernel can fetch the row its own way: the row of the argument,
+// the argument t itself, then Horner's rule in s = t - m with one fma per step.
+FI_HD uint32_t quantile_row(uint32_t octave, uint32_t mant23) {
   // + rather than | (the same for mant23 < 2^23) lets a compiler fold it into the extraction.
-  return QuantileArg{octave * 2 + (mant23 >> 22), sub_rn(bits_to_float(0x3f800000u + mant23), 1.5f)};
+  return octave * 2 + (mant23 >> 22);
 }
 
-FI_HD float quantile_poly(float s, float c0, float c1, float c2, float c3, float c4, float c5) {
-  float r = c5;
-  r = add_rn(mul_rn(r, s), c4);
-  r = add_rn(mul_rn(r, s), c3);
-  r = add_rn(mul_rn(r, s), c2);
-  r = add_rn(mul_rn(r, s), c1);
-  r = add_rn(mul_rn(r, s), c0);
+FI_HD float quantile_t(uint32_t mant23) { return bits_to_float(0x3f800000u + mant23); }
+
+// s = t - m is exact (t and m share the binade [1, 2) and the 2^-23 grid), |s| <= 1/4.
+static_assert(kNormalTableDegree == 6, "quantile_poly unrolls Horner's rule for degree 6");
+
+FI_HD float quantile_poly(float t, const float c[kNormalTableColumns]) {
+  const float s = sub_rn(t, c[kNormalTableCenter]);
+  float r = c[6];
+  r = fma_rn(r, s, c[5]);
+  r = fma_rn(r, s, c[4]);
+  r = fma_rn(r, s, c[3]);
+  r = fma_rn(r, s, c[2]);
+  r = fma_rn(r, s, c[1]);
+  r = fma_rn(r, s, c[0]);
   return r;
 }
 
 template <class Table = GlobalTable>
 FI_HD float half_normal_quantile(uint32_t octave, uint32_t mant23, const Table& table = Table()) {
-  const QuantileArg q = quantile_arg(octave, mant23);
-  float c[6];
-  table.row(q.row, c);
-  return quantile_poly(q.s, c[0], c[1], c[2], c[3], c[4], c[5]);
+  float c[kNormalTableColumns];
+  table.row(quantile_row(octave, mant23), c);
+  return quantile_poly(quantile_t(mant23), c);
 }
 
 // A word's octave and 23 mantissa bits of k = 2b + 1 (b = the low 31 bits): q = k / 2^32.
@@ -234,11 +252,11 @@ struct NormalWord {
 FI_HD NormalWord normal_word(uint32_t w) {
   const uint32_t k = (w << 1) | 1u;
 #if defined(__CUDA_ARCH__)
-  // The same numbers with fewer instructions: bfind gives the octave (the highest set bit)
-  // directly, and since k << lz has its top bit set, (k << lz) >> 8 is 2^23 + mant23.
-  uint32_t octave;
-  asm("bfind.u32 %0, %1;" : "=r"(octave) : "r"(k));
-  return NormalWord{octave, ((k << (31u - octave)) >> 8) - 0x800000u};
+  // The same numbers with fewer instructions: k (non-zero) converted to float32 rounding
+  // toward zero keeps exactly its leading 24 bits, so the float's exponent field is
+  // 127 + octave and its mantissa field is mant23 (one I2F instead of FLO and shifts).
+  const uint32_t f = __float_as_uint(__uint2float_rz(k));
+  return NormalWord{(f >> 23) - 127u, f & 0x7fffffu};
 #else
   const int lz = clz32(k);
   return NormalWord{static_cast<uint32_t>(31 - lz), ((k << lz) >> 8) & 0x7fffffu};
@@ -254,8 +272,23 @@ FI_HD float apply_sign(float magnitude, uint32_t w) {
 // two-sided tail probability q = (2b + 1) / 2^32, so |z| reaches 6.23 and never diverges.
 template <class Table = GlobalTable>
 FI_HD float standard_normal(uint32_t w, const Table& table = Table()) {
+#if defined(__CUDA_ARCH__)
+  // The same numbers read straight off f = the bits of k rounded toward zero to float32
+  // ((127 + octave) << 23 | mant23, see normal_word): quantile_row is (f >> 22) - 254 and
+  // quantile_t is f's significand in [1, 2). Three integer ops instead of six on the hot path.
+  const uint32_t f = __float_as_uint(__uint2float_rz((w << 1) | 1u));
+  // Opaque to the optimiser, which would otherwise rewrite (f >> 22) * stride + base as a
+  // shift, a mask and an add; t's bits are one lop3 with both masks in registers.
+  uint32_t top = f >> 22, t, mask = 0x7fffffu, one = 0x3f800000u;
+  asm("" : "+r"(top), "+r"(mask), "+r"(one));
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(t) : "r"(f), "r"(mask), "r"(one));  // (f & mask) | one
+  float c[kNormalTableColumns];
+  table.row(top - 254u, c);
+  return apply_sign(quantile_poly(bits_to_float(t), c), w);
+#else
   const NormalWord n = normal_word(w);
   return apply_sign(half_normal_quantile(n.octave, n.mant23, table), w);
+#endif
 }
 
 // Half-normal quantile of a float q, clamped to [2^-32, 1 - 2^-24].
@@ -270,11 +303,11 @@ FI_HD float half_normal_quantile_of(float q, const Table& table = Table()) {
 // ---- distributions (float32 values, before rounding to the destination) ----------
 template <class Table = GlobalTable>
 FI_HD float normal_value(uint32_t w, float mean, float std, const Table& table = Table()) {
-  return add_rn(mean, mul_rn(std, standard_normal(w, table)));
+  return fma_rn(std, standard_normal(w, table), mean);
 }
 
 FI_HD float uniform_value(uint32_t w, float a, float b) {
-  return add_rn(a, mul_rn(sub_rn(b, a), uniform_closed_open(w)));
+  return fma_rn(sub_rn(b, a), uniform_closed_open(w), a);
 }
 
 // Inverse-CDF truncated normal: p uniform in [p_lo, p_hi], mapped through the quantile
@@ -282,12 +315,12 @@ FI_HD float uniform_value(uint32_t w, float a, float b) {
 template <class Table = GlobalTable>
 FI_HD float trunc_normal_value(uint32_t w, float mean, float std, float a, float b, float p_lo,
                                float p_hi, const Table& table = Table()) {
-  const float p = add_rn(p_lo, mul_rn(sub_rn(p_hi, p_lo), uniform_open(w)));
+  const float p = fma_rn(sub_rn(p_hi, p_lo), uniform_open(w), p_lo);
   const bool lower = p < 0.5f;
   const float tail = lower ? p : sub_rn(1.0f, p);  // exact (Sterbenz) for p >= 0.5
   float z = half_normal_quantile_of(add_rn(tail, tail), table);
   z = lower ? -z : z;
-  float v = add_rn(mean, mul_rn(std, z));
+  float v = fma_rn(std, z, mean);
   v = v < a ? a : v;
   v = v > b ? b : v;
   return v;

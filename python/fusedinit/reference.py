@@ -2,7 +2,8 @@
 compared with, bit for bit, and the ``backend="reference"`` implementation.
 
 uint32 arithmetic is emulated in int64 tensors; float32 steps are separate eager torch ops,
-each rounded once, in the order the contract gives. Slow, short and meant to be read.
+each rounded once, in the order the contract gives; the contract's fused multiply-adds are
+computed exactly (fma_f32). Slow, short and meant to be read.
 """
 from __future__ import annotations
 
@@ -57,6 +58,25 @@ def _f32(x: float, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(x, dtype=torch.float32, device=like.device)
 
 
+def fma_f32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """a * b + c for float32 tensors with a single rounding to nearest even (IEEE fma).
+
+    The float64 product of two float32 is exact (48 significant bits). The float64 sum is
+    made round-to-odd - nearest, then moved to the odd neighbour when inexact and even - which
+    keeps the information a second rounding needs: rounding it to float32 (53 >= 24 + 2 bits)
+    is then the correctly rounded result, ties, subnormals and overflow included."""
+    a, b, c = torch.broadcast_tensors(a, b, c)
+    p = a.double() * b.double()
+    c64 = c.double()
+    s = p + c64
+    bb = s - p
+    e = (p - (s - bb)) + (c64 - bb)  # p + c == s + e exactly (TwoSum); finite when s is
+    bits = s.view(torch.int64)
+    inexact_even = (e != 0) & ((bits & 1) == 0) & torch.isfinite(s)
+    step = torch.where((e > 0) == (s > 0), 1, -1)  # one ulp towards the exact sum
+    return torch.where(inexact_even, bits + step, bits).view(torch.float64).float()
+
+
 _TABLES: dict = {}
 
 
@@ -69,14 +89,14 @@ def _coefficients(device) -> torch.Tensor:
 
 
 def half_normal_quantile(octave: torch.Tensor, mant23: torch.Tensor) -> torch.Tensor:
-    """z = Phi^-1(1 - q/2) for q = 1.mant23 * 2^(octave - 32), by the piecewise polynomial."""
+    """z = Phi^-1(1 - q/2) for q = 1.mant23 * 2^(octave - 32), by the piecewise polynomial:
+    s = t - m (exact), then Horner's rule with one fma per step."""
     coeffs = _coefficients(octave.device)
     row = octave * 2 + (mant23 >> 22)
-    s = f32_from_bits(mant23 | 0x3F800000) - _f32(1.5, octave)
+    s = f32_from_bits(mant23 | 0x3F800000) - coeffs[_normal_table.CENTER][row]
     r = coeffs[_normal_table.DEGREE][row]
     for k in range(_normal_table.DEGREE - 1, -1, -1):
-        r = r * s
-        r = r + coeffs[k][row]
+        r = fma_f32(r, s, coeffs[k][row])
     return r
 
 
@@ -107,17 +127,17 @@ def values_from_words(words: torch.Tensor, kind: int, params) -> torch.Tensor:
     """float32 values (before rounding to the destination dtype) of the given words."""
     p = [_f32(float(x), words) for x in params]
     if kind == NORMAL:
-        return p[0] + p[1] * standard_normal(words)
+        return fma_f32(p[1], standard_normal(words), p[0])
     if kind == UNIFORM:
-        return p[0] + (p[1] - p[0]) * uniform_closed_open(words)
+        return fma_f32(p[1] - p[0], uniform_closed_open(words), p[0])
     if kind == TRUNC_NORMAL:
         mean, std, a, b, p_lo, p_hi = p
-        prob = p_lo + (p_hi - p_lo) * uniform_open(words)
+        prob = fma_f32(p_hi - p_lo, uniform_open(words), p_lo)
         lower = prob < _f32(0.5, words)
         tail = torch.where(lower, prob, _f32(1.0, words) - prob)
         z = half_normal_quantile_of(tail + tail)
         z = torch.where(lower, -z, z)
-        v = mean + std * z
+        v = fma_f32(std, z, mean)
         v = torch.where(v < a, a, v)
         return torch.where(v > b, b, v)
     if kind == CONSTANT:

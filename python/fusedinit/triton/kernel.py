@@ -17,7 +17,8 @@ COL_OFFSET, COL_NUMEL, COL_FIRST_BLOCK, COL_PAD_BEGIN, COL_PAD_END, COL_STREAM_L
 COL_SIZES = 14           # 8 sizes, then 8 strides (strided layout only)
 MAX_DIMS = 8
 META_COLS = COL_SIZES + 2 * MAX_DIMS
-TABLE_STRIDE = 8         # normal table: 64 rows of 8 floats (6 coefficients, zero padded)
+TABLE_STRIDE = 8         # normal table: 64 rows of 8 floats (c0..c6, expansion point m)
+TABLE_SKIP = 254         # unused rows before row 0: the kernel indexes rows by f >> 22
 
 # Destination codes (constexpr STORE).
 F32, F64, BF16, F16 = 0, 1, 2, 3
@@ -98,20 +99,48 @@ def _bits(x):
 
 
 @triton.jit
-def _half_normal_quantile(octave, mant23, table):
-    row = octave * 2 + (mant23 >> 22)
-    s = _f32(mant23 | 0x3f800000) - 1.5
-    # The table as int64 pairs of float32 (c0|c1, c2|c3, c4|c5, pad): three 8-byte loads a row.
-    pairs = table + row * (_TABLE_STRIDE // 2)
+def _fma(a, b, c, NATIVE: tl.constexpr):
+    """a * b + c in float32 with one rounding (rng_math.h fma_rn). Compiled: the PTX fma.rn.f32
+    as inline asm, which benchmarks/sass_report.py tells from a contracted one. Interpreted
+    (numpy would round twice): the float64 product is exact, the float64 sum is made
+    round-to-odd (TwoSum error, then the odd neighbour), and rounding that to float32 is exact
+    (reference.fma_f32)."""
+    if NATIVE:
+        r = tl.inline_asm_elementwise("fma.rn.f32 $0, $1, $2, $3;", "=f,f,f,f", [a, b, c],
+                                      dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        p = a.to(tl.float64) * b.to(tl.float64)
+        c64 = c.to(tl.float64)
+        s = p + c64
+        bb = s - p
+        e = (p - (s - bb)) + (c64 - bb)
+        bits = s.to(tl.int64, bitcast=True)
+        inexact_even = (e != 0) & ((bits & 1) == 0) & (s - s == 0)  # s - s == 0: s finite
+        step = tl.where((e > 0) == (s > 0), 1, -1).to(tl.int64)
+        r = tl.where(inexact_even, bits + step, bits).to(tl.float64, bitcast=True).to(tl.float32)
+    return r
+
+
+@triton.jit
+def _half_normal_quantile(f, table, NATIVE: tl.constexpr):
+    """The quantile of the argument whose octave and mantissa are those of the float32 bits f
+    (biased exponent 127 + octave, mantissa field mant23): its row 2 * octave + the top
+    mantissa bit is (f >> 22) - TABLE_SKIP, its t = 1.mant23 is f's significand."""
+    # The table as int64 pairs of float32 (c0|c1, c2|c3, c4|c5, c6|m): four 8-byte loads a row.
+    # Row r is stored at index r + TABLE_SKIP (launch.py): indexed by f >> 22 itself.
+    pairs = table + (f >> 22) * (_TABLE_STRIDE // 2)
     c01 = tl.load(pairs + 0)
     c23 = tl.load(pairs + 1)
     c45 = tl.load(pairs + 2)
-    r = _hi_f32(c45)
-    r = r * s + _lo_f32(c45)
-    r = r * s + _hi_f32(c23)
-    r = r * s + _lo_f32(c23)
-    r = r * s + _hi_f32(c01)
-    r = r * s + _lo_f32(c01)
+    c6m = tl.load(pairs + 3)
+    s = _f32((f & 0x7fffff) | 0x3f800000) - _hi_f32(c6m)  # exact
+    r = _lo_f32(c6m)
+    r = _fma(r, s, _hi_f32(c45), NATIVE)
+    r = _fma(r, s, _lo_f32(c45), NATIVE)
+    r = _fma(r, s, _hi_f32(c23), NATIVE)
+    r = _fma(r, s, _lo_f32(c23), NATIVE)
+    r = _fma(r, s, _hi_f32(c01), NATIVE)
+    r = _fma(r, s, _lo_f32(c01), NATIVE)
     return r
 
 
@@ -128,32 +157,37 @@ def _hi_f32(pair):
 @triton.jit
 def _normal(w, mean, std, table, NATIVE: tl.constexpr):
     k = (w << 1) | 1
-    lz = _clz(k, NATIVE)
-    mant23 = ((k << lz) >> 8) & 0x7fffff
-    r = _half_normal_quantile(31 - lz, mant23, table)
+    if NATIVE:
+        # k rounded toward zero to float32 keeps exactly its leading 24 bits: the bits are
+        # (127 + octave) << 23 | mant23 (rng_math.h normal_word), in one conversion.
+        f = _bits(tl.extra.cuda.libdevice.uint2float_rz(k))
+    else:
+        lz = _clz(k, NATIVE)
+        f = ((158 - lz) << 23) | (((k << lz) >> 8) & 0x7fffff)
+    r = _half_normal_quantile(f, table, NATIVE)
     z = _f32(_bits(r) ^ (w & 0x80000000))
-    return mean + std * z
+    return _fma(std, z, mean, NATIVE)
 
 
 @triton.jit
-def _uniform(w, a, b):
+def _uniform(w, a, b, NATIVE: tl.constexpr):
     u = (w >> 8).to(tl.float32) * 5.9604644775390625e-08  # 2^-24
-    return a + (b - a) * u
+    return _fma(b - a, u, a, NATIVE)
 
 
 @triton.jit
-def _trunc_normal(w, mean, std, a, b, p_lo, p_hi, table):
+def _trunc_normal(w, mean, std, a, b, p_lo, p_hi, table, NATIVE: tl.constexpr):
     u = ((w >> 9) << 1 | 1).to(tl.float32) * 5.9604644775390625e-08
-    p = p_lo + (p_hi - p_lo) * u
+    p = _fma(p_hi - p_lo, u, p_lo, NATIVE)
     lower = p < 0.5
     tail = tl.where(lower, p, 1.0 - p)
     q = tail + tail
     q = tl.where(q < 2.3283064365386963e-10, 2.3283064365386963e-10, q)  # 2^-32
     q = tl.where(q > 0.99999994039535522, 0.99999994039535522, q)        # 1 - 2^-24
-    qb = _bits(q)
-    z = _half_normal_quantile((qb >> 23) - 95, qb & 0x7fffff, table)
+    # q's octave is its exponent + 32: the bits of q * 2^32 (exponent field + 32, exact).
+    z = _half_normal_quantile(_bits(q) + (32 << 23), table, NATIVE)
     z = tl.where(lower, _f32(_bits(z) ^ 0x80000000), z)
-    v = mean + std * z
+    v = _fma(std, z, mean, NATIVE)
     v = tl.where(v < a, a, v)
     v = tl.where(v > b, b, v)
     return v
@@ -322,10 +356,10 @@ def init_kernel(base, meta, params, table, num_tensors,
         if kind == 0:
             v = _normal(w, p0, p1, table, NATIVE)
         elif kind == 1:
-            v = _uniform(w, p0, p1)
+            v = _uniform(w, p0, p1, NATIVE)
         else:
             v = _trunc_normal(w, p0, p1, tl.load(p + 2), tl.load(p + 3), tl.load(p + 4),
-                              tl.load(p + 5), table)
+                              tl.load(p + 5), table, NATIVE)
 
     # Rounding to the destination; uniform keeps b excluded after rounding (when a < b).
     finish = (kind == 1) & (p0 < p1)

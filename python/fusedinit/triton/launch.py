@@ -20,11 +20,12 @@ _tables: Dict[torch.device, torch.Tensor] = {}
 
 def _table_rows() -> torch.Tensor:
     """The 64 x 8 row-major coefficient table as int64 pairs of float32 bit patterns (little
-    endian: even coefficient in the low half), on the CPU."""
-    rows = torch.zeros(64, K.TABLE_STRIDE, dtype=torch.int32)
+    endian: even column in the low half), after K.TABLE_SKIP zero rows (the kernel indexes
+    row r at r + TABLE_SKIP, which saves it a subtraction per value), on the CPU."""
+    rows = torch.zeros(K.TABLE_SKIP + 64, K.TABLE_STRIDE, dtype=torch.int32)
     for k, column in enumerate(COEFFS):
-        rows[:, k] = torch.tensor([b - (1 << 32) if b >= 1 << 31 else b for b in column],
-                                  dtype=torch.int32)
+        rows[K.TABLE_SKIP:, k] = torch.tensor([b - (1 << 32) if b >= 1 << 31 else b
+                                               for b in column], dtype=torch.int32)
     return rows.flatten().view(torch.int64)
 
 
