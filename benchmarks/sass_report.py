@@ -227,7 +227,7 @@ def _nvcc(out: pathlib.Path, arch: int, defines=(), ptx=False, capacity=1) -> st
     cmd = ["nvcc", "-std=c++17", "-O3", "--fmad=false", f"-arch=sm_{arch}", f"-I{ROOT / 'csrc'}",
            "-ptx" if ptx else "-cubin", "-Xptxas=-v", str(source),
            "-o", str(out)] + [f"-D{d}" for d in defines]
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600).stderr
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=3600).stderr
 
 
 def cuda_report(arch: int, tmp: pathlib.Path) -> dict:

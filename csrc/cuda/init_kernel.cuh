@@ -20,7 +20,7 @@ static_assert(sizeof(LaunchArgs<kMaxDescsPerLaunch>) <= 32764,
 // __grid_constant__: the descriptors are read in place from the parameter block (constant
 // bank) even when indexed at run time, instead of being copied to each thread's stack.
 template <int N>
-__global__ void __launch_bounds__(kBlockThreads)
+__global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSM)
     init_kernel(const __grid_constant__ LaunchArgs<N> args) {
   __shared__ SharedTable table;
   fill_table(table, threadIdx.x, kBlockThreads);

@@ -13,6 +13,7 @@ namespace gpu {
 
 constexpr int kMaxDims = 8;            // strided destinations, after merging dims
 constexpr int kBlockThreads = 256;     // compile-time block size: the kernel never reads blockDim
+constexpr int kMinBlocksPerSM = 4;     // __launch_bounds__: at most 64 registers a thread
 constexpr int64_t kChunk = 32768;      // elements of one tensor per block iteration: 128 a thread
 
 enum class Store : int32_t { kFloat32 = 0, kFloat64 = 1, kBFloat16 = 2, kFloat16 = 3 };
