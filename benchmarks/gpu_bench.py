@@ -2,14 +2,22 @@
 normal_ and against fill_ (a non-zero value: the write roofline) with triton.testing.do_bench
 (medians). Prints the table last; --json writes every number.
 
+--dry-run runs every step with tiny sizes on CPU tensors, the reference and the Triton
+interpreter standing in for the GPU backends, so CI catches a broken step before a GPU run.
+
     python benchmarks/gpu_bench.py [--min-log2 24] [--max-log2 30] [--json results.json]
+    python benchmarks/gpu_bench.py --dry-run
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import sys
 import time
+from dataclasses import dataclass
+from typing import Callable, List
 
 import torch
 
@@ -24,62 +32,88 @@ DISTRIBUTIONS = {
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 
 
+@dataclass
+class Setup:
+    device: str
+    backends: List[str]               # fusedinit backends under test, first = the one timed first
+    odd_shape: tuple                  # every dtype and distribution: an odd size, partial units
+    check_log2: List[int]             # float32 / bfloat16 normal at 2^k (k >= 6)
+    bench_log2: List[int]
+    timer: Callable[[Callable[[], object]], float]  # median milliseconds of a call
+
+
 def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
 
 
-def cross_check(max_log2: int, backends) -> list:
-    """Every dtype and distribution at 2^20 + 3 (all backends and the CPU); float32 and bfloat16
-    normal up to 2^max_log2. Returns the failures."""
+def _shape(n: int) -> tuple:
+    """2^k elements (k >= 6) as rows of at most 1024 and at least 8 rows: enough for every
+    distribution's padding row."""
+    cols = min(1024, n // 8)
+    return (n // cols, cols)
+
+
+def check_shapes(setup: Setup) -> None:
+    """Every padding row fits every checked shape (a shape with too few rows is a bug here,
+    not a mismatch)."""
+    rows = [setup.odd_shape[0]] + [_shape(1 << k)[0] for k in setup.check_log2]
+    for name, spec in DISTRIBUTIONS.items():
+        if spec.padding_idx is not None and spec.padding_idx >= min(rows):
+            raise ValueError(f"gpu_bench: {name} pads row {spec.padding_idx} but a checked shape "
+                             f"has {min(rows)} rows")
+
+
+def cross_check(setup: Setup) -> list:
+    """Every dtype and distribution at the odd shape (all backends and the CPU); float32 and
+    bfloat16 normal at 2^k. Returns the failures."""
+    check_shapes(setup)
     failures = []
-    cases = [(1 << 20) + 3]
-    for n in cases + [1 << k for k in range(24, max_log2 + 1, 2)]:
-        for dtype in DTYPES:
-            for name, spec in DISTRIBUTIONS.items():
-                if n > cases[0] and (name != "normal" or dtype not in (torch.float32, torch.bfloat16)):
-                    continue
-                shape = (n // 1024, 1024) if n % 1024 == 0 else (n,)
-                if len(shape) == 1 and spec.padding_idx is not None:
-                    shape = (1, n)
-                outs = {}
-                for backend in backends:
-                    t = torch.empty(shape, dtype=dtype, device="cuda")
-                    fusedinit.init_many_([(t, spec)], seed=2024, backend=backend)
-                    outs[backend] = t
-                cpu = fusedinit.init_many_([(torch.empty(shape, dtype=dtype), spec)], seed=2024,
-                                           backend="cpu")[0]
-                first = backends[0]
-                ok = all(torch.equal(_bits(outs[b]), _bits(outs[first])) for b in backends)
-                ok = ok and torch.equal(_bits(outs[first].cpu()), _bits(cpu))
-                status = "ok" if ok else "MISMATCH"
-                print(f"check n={n} {dtype} {name}: {'=='.join(backends)}==cpu {status}",
-                      flush=True)
-                if not ok:
-                    failures.append((n, str(dtype), name))
-                del outs, cpu
-    torch.cuda.empty_cache()
+    cases = [(setup.odd_shape, dtype, name) for dtype in DTYPES for name in DISTRIBUTIONS]
+    cases += [(_shape(1 << k), dtype, "normal") for k in setup.check_log2
+              for dtype in (torch.float32, torch.bfloat16)]
+    for shape, dtype, name in cases:
+        spec = DISTRIBUTIONS[name]
+        outs = {}
+        for backend in setup.backends:
+            t = torch.empty(shape, dtype=dtype, device=setup.device)
+            fusedinit.init_many_([(t, spec)], seed=2024, backend=backend)
+            outs[backend] = t
+        cpu = fusedinit.init_many_([(torch.empty(shape, dtype=dtype), spec)], seed=2024,
+                                   backend="cpu" if "cpu" in fusedinit.available_backends()
+                                   else "reference")[0]
+        first = setup.backends[0]
+        ok = all(torch.equal(_bits(outs[b]), _bits(outs[first])) for b in setup.backends)
+        ok = ok and torch.equal(_bits(outs[first].cpu()), _bits(cpu))
+        status = "ok" if ok else "MISMATCH"
+        print(f"check {tuple(shape)} {dtype} {name}: {'=='.join(setup.backends)}==cpu {status}",
+              flush=True)
+        if not ok:
+            failures.append((list(shape), str(dtype), name))
+        del outs, cpu
+    if setup.device == "cuda":
+        torch.cuda.empty_cache()
     return failures
 
 
-def bench(min_log2: int, max_log2: int, backends) -> list:
-    from triton.testing import do_bench
-
+def bench(setup: Setup) -> list:
     rows = []
     for dtype in (torch.float32, torch.bfloat16):
-        for k in range(min_log2, max_log2 + 1, 2):
+        for k in setup.bench_log2:
             n = 1 << k
-            t = torch.empty(n, dtype=dtype, device="cuda")
-            ms = {"fill_": do_bench(lambda: t.fill_(1.5), return_mode="median"),
-                  "torch normal_": do_bench(lambda: t.normal_(0.0, 0.02), return_mode="median")}
-            for b in backends:
-                ms[f"fusedinit {b}"] = do_bench(
-                    lambda b=b: fusedinit.normal_(t, 0.0, 0.02, seed=1, backend=b),
-                    return_mode="median")
+            t = torch.empty(n, dtype=dtype, device=setup.device)
+            ms = {"fill_": setup.timer(lambda: t.fill_(1.5)),
+                  "torch normal_": setup.timer(lambda: t.normal_(0.0, 0.02))}
+            for b in setup.backends:
+                ms[f"fusedinit {b}"] = setup.timer(
+                    lambda b=b: fusedinit.normal_(t, 0.0, 0.02, seed=1, backend=b))
             gbps = {name: n * t.element_size() / (v * 1e-3) / 1e9 for name, v in ms.items()}
             rows.append({"dtype": str(dtype).replace("torch.", ""), "log2_n": k, "ms": ms,
                          "GBps": gbps})
+            print(f"bench {rows[-1]['dtype']} 2^{k}: " +
+                  ", ".join(f"{name} {v:.3f} ms" for name, v in ms.items()), flush=True)
             del t
-    torch.cuda.empty_cache()
+    if setup.device == "cuda":
+        torch.cuda.empty_cache()
     return rows
 
 
@@ -98,28 +132,73 @@ def print_table(rows, backends) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
+def _cpu_timer(fn, reps: int = 3) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def gpu_setup(min_log2: int, max_log2: int, check_max_log2: int) -> Setup:
+    from triton.testing import do_bench
+
+    backends = [b for b in ("cuda", "triton") if b in fusedinit.available_backends()]
+    if "cuda" in backends:
+        from fusedinit import _cuda_arch
+        if not _cuda_arch.cuda_kernels_run_on(torch.device("cuda")):
+            backends.remove("cuda")
+    return Setup("cuda", backends, (1025, 1023), list(range(24, check_max_log2 + 1, 2)),
+                 list(range(min_log2, max_log2 + 1, 2)),
+                 lambda fn: do_bench(fn, return_mode="median"))
+
+
+def dry_run_setup() -> Setup:
+    """CPU tensors and tiny sizes; the Triton interpreter when TRITON_INTERPRET=1 is set."""
+    backends = ["reference"]
+    if os.environ.get("TRITON_INTERPRET") == "1" and "triton" in fusedinit.available_backends():
+        backends.append("triton")
+    if "cpu" in fusedinit.available_backends():
+        backends.insert(0, "cpu")
+    return Setup("cpu", backends, (9, 37), [10, 12], [10, 12], _cpu_timer)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--min-log2", type=int, default=24)
     parser.add_argument("--max-log2", type=int, default=30)
+    parser.add_argument("--check-max-log2", type=int, default=30,
+                        help="largest 2^k of the float32 / bfloat16 normal cross-check")
     parser.add_argument("--json", default=None)
     parser.add_argument("--skip-check", action="store_true")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="every step on CPU tensors with tiny sizes (reference, CPU kernel "
+                             "and, under TRITON_INTERPRET=1, the Triton interpreter)")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("gpu_bench: no CUDA GPU", file=sys.stderr)
-        return 2
-    backends = [b for b in ("cuda", "triton") if b in fusedinit.available_backends()]
-    print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}, "
-          f"backends {backends}", flush=True)
+    if args.dry_run:
+        setup = dry_run_setup()
+        device_name = "cpu (dry run)"
+    else:
+        if not torch.cuda.is_available():
+            print("gpu_bench: no CUDA GPU (--dry-run runs the steps on the CPU)", file=sys.stderr)
+            return 2
+        setup = gpu_setup(args.min_log2, args.max_log2, args.check_max_log2)
+        device_name = torch.cuda.get_device_name()
+    print(f"device {device_name}, torch {torch.__version__}, backends {setup.backends}",
+          flush=True)
+    check_shapes(setup)  # before anything runs: a bad shape must not cost a GPU session
     start = time.time()
-    failures = [] if args.skip_check else cross_check(args.max_log2, backends)
+    failures = [] if args.skip_check else cross_check(setup)
     print(f"cross-check: {len(failures)} mismatches ({time.time() - start:.0f} s)", flush=True)
-    rows = bench(args.min_log2, args.max_log2, backends)
+    rows = bench(setup)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                       "failures": failures, "rows": rows}, f, indent=1)
-    print_table(rows, backends)
+            json.dump({"device": device_name, "torch": torch.__version__,
+                       "backends": setup.backends, "failures": failures, "rows": rows}, f,
+                      indent=1)
+    print_table(rows, setup.backends)
     return 1 if failures else 0
 
 

@@ -10,9 +10,20 @@ the contract's own (fusedinit.ptx_exactness: each of those is an inline-asm fma.
 
 Hot path: the CUDA kernel's 16-byte store loop is built alone (-DFUSEDINIT_SASS_PROBE_KIND /
 _STORE: normal, one dtype) and its shortest cycle through a 16-byte store is the common
-iteration (no padding row, no tail). The Triton kernel has no loop: a program is the shortest
-path from entry to exit through its 16-byte stores (a full block, no padding row), over the
+iteration (no padding row, no tail). The per-chunk work (next chunk, its tensor, its
+descriptor, the loop set-up) is the shortest path from that loop's exit back to its entry;
+it is spread over the kChunk / kBlockThreads values a thread writes per chunk and counted
+into the per-value figure. The Triton kernel has no loop: a program is the shortest path
+from entry to exit through its 16-byte stores (a full block, no padding row), over the
 elements one thread writes. Predicated-off instructions on that path count: they still issue.
+
+Shared memory (CUDA): the normal table's loads are modelled per warp for the rows the words
+actually select (TABLE_LOADS mirrors SharedTable in csrc/cuda/thread_body.h; the report
+checks it against the loads in the hot loop). An LDS of 64 / 128 bits is served in 2 / 4
+phases of 16 / 8 lanes; a phase needs as many 128-byte wavefronts as the most distinct
+32-bit words any one bank holds (lanes reading the same word share it). An SM serves one
+wavefront per cycle and issues 4 warp-instructions per cycle, so the table stays off the
+critical path while wavefronts per value < instructions per value / 128.
 
     python benchmarks/sass_report.py [--json] [--arch 90]
 """
@@ -36,6 +47,12 @@ THREAD_INSTRUCTIONS_PER_S = 132 * 4 * 1.98e9 * 32
 WRITE_BANDWIDTH = 4.3e12  # bytes/s, the write roofline
 DTYPES = {"float32": (0, 4), "bfloat16": (2, 2)}  # name -> (Store code, bytes per element)
 NORMAL = 0
+
+# SharedTable (csrc/cuda/thread_body.h): one (byte offset of row 0, row stride, bytes loaded)
+# per shared-memory load a value makes.
+TABLE_LOADS = [(0, 8, 8), (512, 8, 8), (1024, 8, 8), (1536, 8, 8)]
+# Row-major 32-byte rows read with two 16-byte loads, for the comparison in the report.
+TABLE_LOADS_ROW_MAJOR = [(0, 32, 16), (16, 32, 16)]
 
 _INSTR = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
 _LABEL = re.compile(r"^(\.L_x_\d+):")
@@ -129,16 +146,40 @@ class Sass:
                 if op.split(".")[0] in ("STG", "ST") and op.endswith("." + width)]
 
     def hot_loop(self):
-        """Shortest cycle through a 16-byte store: the instructions of one loop iteration."""
-        best = None
-        for s in self.stores():
+        """The cycle through a 16-byte store with the fewest instructions per 16-byte store
+        (an unrolled loop stores more than once an iteration): one loop iteration."""
+        best, best_cost = None, float("inf")
+        stores = set(self.stores())
+        for s in stores:
             back = self._reverse_dist(s)
             for j in self.succ[s]:
                 if back[j] != float("inf"):
                     cycle = self.path(j, s)
-                    if best is None or len(cycle) < len(best):
-                        best = cycle
+                    cost = len(cycle) / len(stores.intersection(cycle))
+                    if cost < best_cost:
+                        best, best_cost = cycle, cost
         return best
+
+    def loop_overhead(self, loop) -> int:
+        """Instructions from leaving `loop` to entering it again (the enclosing loop's work):
+        the shortest path from a successor of the loop outside it to a loop node that has a
+        predecessor outside it, not passing through the loop."""
+        inside = set(loop)
+        preds = collections.defaultdict(list)
+        for i, succ in enumerate(self.succ):
+            for j in succ:
+                preds[j].append(i)
+        entries = {i for i in inside if any(p not in inside for p in preds[i])}
+        exits = {j for i in inside for j in self.succ[i] if j not in inside}
+        outside = [[j for j in succ if j not in inside or j in entries] if i not in inside else []
+                   for i, succ in enumerate(self.succ)]
+        best = float("inf")
+        for start in exits:
+            dist = self._bfs(start, outside)
+            best = min([best] + [dist[e] for e in entries])
+        if best == float("inf"):
+            raise SystemExit("sass_report: the hot loop is never re-entered (no chunk loop?)")
+        return int(best)
 
     def hot_program(self):
         """Shortest entry -> exit path through a 16-byte store."""
@@ -181,11 +222,12 @@ def _disassemble(cubin: pathlib.Path) -> Sass:
 
 
 # ---- the two kernels ---------------------------------------------------------------------
-def _nvcc(out: pathlib.Path, arch: int, defines=(), ptx=False) -> str:
+def _nvcc(out: pathlib.Path, arch: int, defines=(), ptx=False, capacity=1) -> str:
+    source = ROOT / f"csrc/cuda/init_kernel_{capacity}.cu"
     cmd = ["nvcc", "-std=c++17", "-O3", "--fmad=false", f"-arch=sm_{arch}", f"-I{ROOT / 'csrc'}",
-           "-ptx" if ptx else "-cubin", "-Xptxas=-v", str(ROOT / "csrc/cuda/init_kernel.cu"),
+           "-ptx" if ptx else "-cubin", "-Xptxas=-v", str(source),
            "-o", str(out)] + [f"-D{d}" for d in defines]
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600).stderr
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=3600).stderr
 
 
 def cuda_report(arch: int, tmp: pathlib.Path) -> dict:
@@ -200,12 +242,20 @@ def cuda_report(arch: int, tmp: pathlib.Path) -> dict:
             raise SystemExit(f"sass_report: no 16-byte store loop in the CUDA {name} kernel")
         elements = len([i for i in loop if i in set(sass.stores())]) * 16 // esize
         spills = sum(int(x) for x in re.findall(r"(\d+) bytes spill stores", log))
-        rows[name] = _row(sass, loop, elements, esize, _resources(cubin), spills)
-    # The full kernel (every distribution and dtype): registers, spills and the PTX scan.
+        chunk_values = _layout_constant("kChunk") // _layout_constant("kBlockThreads")
+        overhead = sass.loop_overhead(loop)
+        row = _row(sass, loop, elements, esize, _resources(cubin), spills,
+                   extra=overhead * elements / chunk_values)
+        row["chunk_overhead"] = f"{overhead} per {chunk_values} values"
+        _check_table_loads(sass, loop, elements)
+        row["wavefronts"] = round(table_wavefronts(TABLE_LOADS), 3)
+        rows[name] = row
+    # The full kernel (every distribution and dtype; the largest descriptor block): registers,
+    # spills and the PTX scan.
     full = tmp / "cuda_full.cubin"
-    log = _nvcc(full, arch)
+    log = _nvcc(full, arch, capacity=128)
     ptx = tmp / "cuda_full.ptx"
-    _nvcc(ptx, arch, ptx=True)
+    _nvcc(ptx, arch, ptx=True, capacity=128)
     return {"rows": rows, "full": dict(_resources(full),
                                        spills=sum(int(x) for x in re.findall(r"(\d+) bytes spill stores", log))),
             "ptx_violations": _scan_ptx(ptx.read_text())}
@@ -240,8 +290,68 @@ def triton_report(arch: int, tmp: pathlib.Path) -> dict:
     return {"rows": rows, "ptx_violations": violations}
 
 
-def _row(sass: Sass, nodes, elements: int, esize: int, res: dict, spills: int) -> dict:
-    per_element = len(nodes) / elements
+def _layout_constant(name: str) -> int:
+    """An integer constexpr of csrc/cuda/launch_layout.h."""
+    text = (ROOT / "csrc/cuda/launch_layout.h").read_text()
+    m = re.search(rf"\b{name}\s*=\s*(\d+)", text)
+    if m is None:
+        raise SystemExit(f"sass_report: {name} not found in launch_layout.h")
+    return int(m.group(1))
+
+
+def _check_table_loads(sass: Sass, loop, elements: int) -> None:
+    """The hot loop's shared loads per value must be the ones TABLE_LOADS models."""
+    widths = collections.Counter()
+    for i in loop:
+        op = sass.ops[i][1]
+        if op.split(".")[0] == "LDS":
+            m = re.search(r"\.(64|128)$", op)
+            widths[int(m.group(1)) // 8 if m else 4] += 1
+    modelled = collections.Counter(width for _, _, width in TABLE_LOADS)
+    if widths != collections.Counter({w: n * elements for w, n in modelled.items()}):
+        raise SystemExit(f"sass_report: the hot loop's shared loads {dict(widths)} for {elements} "
+                         f"values do not match TABLE_LOADS {TABLE_LOADS}: update the model")
+
+
+def table_rows(words):
+    """The normal-table row each 32-bit word selects (rng_math.h normal_word / quantile_arg):
+    2 * octave + the top mantissa bit of k = 2 * (w mod 2^31) + 1."""
+    import numpy as np
+
+    k = ((words.astype(np.uint64) << np.uint64(1)) | np.uint64(1)) & np.uint64(0xFFFFFFFF)
+    octave = np.zeros(k.shape, dtype=np.int64)
+    for shift in (16, 8, 4, 2, 1):  # floor(log2 k), exactly
+        big = (k >> (octave + shift).astype(np.uint64)) != 0
+        octave = np.where(big, octave + shift, octave)
+    top_mantissa = (k >> np.maximum(octave - 1, 0).astype(np.uint64)) & np.uint64(1)
+    top_mantissa = np.where(octave == 0, 0, top_mantissa.astype(np.int64))
+    return 2 * octave + top_mantissa
+
+
+def table_wavefronts(loads, warps: int = 20000, seed: int = 0) -> float:
+    """Modelled shared-memory wavefronts per value of the table loads `loads` (see the module
+    docstring), averaged over `warps` warps of uniform words."""
+    import numpy as np
+
+    rows = table_rows(np.random.default_rng(seed).integers(0, 1 << 32, size=(warps, 32),
+                                                           dtype=np.uint64))
+    total = 0.0
+    for base, stride, width in loads:
+        lanes = 128 // width if width > 4 else 32  # lanes per phase
+        words = (base + rows[..., None] * stride) // 4 + np.arange(width // 4)  # warps x 32 x w
+        for phase in range(0, 32, lanes):
+            part = words[:, phase:phase + lanes].reshape(warps, -1)
+            part = np.sort(part, axis=1)
+            distinct = np.concatenate([np.ones((warps, 1), bool), part[:, 1:] != part[:, :-1]], 1)
+            banks = np.where(distinct, part % 32, 32)  # repeated words: an ignored bank 32
+            counts = np.stack([(banks == b).sum(1) for b in range(32)], 1)
+            total += counts.max(1).mean()
+    return total / 32
+
+
+def _row(sass: Sass, nodes, elements: int, esize: int, res: dict, spills: int,
+         extra: float = 0.0) -> dict:
+    per_element = len(nodes) / elements + extra
     elements_per_s = THREAD_INSTRUCTIONS_PER_S / per_element
     return {
         "registers": res["registers"], "spills": spills + res["local"],
@@ -267,8 +377,9 @@ def _scan_ptx(ptx: str) -> list:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true",
-                        help='print {"cuda": {"float32": N, "bfloat16": N}, "triton": {...}} '
-                             "(SASS instructions per element) and nothing else")
+                        help='print {"cuda": {"float32": N, "bfloat16": N}, "triton": {...}, '
+                             '"cuda_smem_wavefronts": {...}} (SASS instructions and modelled '
+                             "shared-memory wavefronts per element) and nothing else")
     parser.add_argument("--arch", type=int, default=90)
     parser.add_argument("--check", action="store_true",
                         help="also fail (exit 2) on spills or stores narrower than 16 bytes")
@@ -278,8 +389,10 @@ def main(argv=None) -> int:
                   "triton": triton_report(args.arch, pathlib.Path(tmp))}
     bad = [f"{k}: {v}" for k in report for v in report[k]["ptx_violations"]]
     if args.json:
-        print(json.dumps({k: {d: r["per_element"] for d, r in report[k]["rows"].items()}
-                          for k in report}))
+        out = {k: {d: r["per_element"] for d, r in report[k]["rows"].items()} for k in report}
+        out["cuda_smem_wavefronts"] = {d: r["wavefronts"]
+                                       for d, r in report["cuda"]["rows"].items()}
+        print(json.dumps(out))
     else:
         _print_table(report, args.arch)
     if bad:
@@ -299,14 +412,20 @@ def _print_table(report: dict, arch: int) -> None:
     print(f"sm_{arch}: SASS instructions per output element on the hot path "
           f"(H200 issue rate {THREAD_INSTRUCTIONS_PER_S / 1e12:.1f}e12 thread-instr/s, "
           f"write roofline {WRITE_BANDWIDTH / 1e12:.1f} TB/s)\n")
-    head = ("kernel", "dtype", "regs", "spills", "store B", "instr/elem", "budget", "issue-bound TB/s")
+    head = ("kernel", "dtype", "regs", "spills", "store B", "instr/elem", "smem wavefronts/elem",
+            "budget", "issue-bound TB/s")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for kernel, data in report.items():
         for dtype, r in data["rows"].items():
             print(f"| {kernel} | {dtype} | {r['registers']} | {r['spills']} | {r['store_bytes']} | "
-                  f"{r['per_element']} ({r['hot_instructions']}/{r['elements']}) | "
-                  f"{r['budget_per_element']} | {r['issue_bound_TBps']} |")
+                  f"{r['per_element']} ({r['hot_instructions']}/{r['elements']}"
+                  f"{' + ' + r['chunk_overhead'] if 'chunk_overhead' in r else ''}) | "
+                  f"{r.get('wavefronts', '-')} | {r['budget_per_element']} | "
+                  f"{r['issue_bound_TBps']} |")
+    print(f"\nShared-memory wavefronts per value stay off the critical path below instructions per "
+          f"value / 128; the row-major 32-byte table would need "
+          f"{table_wavefronts(TABLE_LOADS_ROW_MAJOR):.3f}.")
     print()
     for kernel, data in report.items():
         for dtype, r in data["rows"].items():

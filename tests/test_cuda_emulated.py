@@ -12,7 +12,7 @@ from conftest import DTYPES, assert_bitwise_equal
 from fusedinit.testing import emulate_cuda_
 from strategies import EXTREME_SPECS, SPEC, U64, raw_reference_of, reference_of, views
 
-CHUNK = 8192  # launch_layout.h kChunk: elements of one tensor per block iteration
+CHUNK = 32768  # launch_layout.h kChunk: elements of one tensor per block iteration
 GEOMETRY = st.tuples(st.integers(1, 5), st.sampled_from([1, 3, 32, 64, 256]))
 
 SPECS = [fusedinit.Normal(0.1, 1.5), fusedinit.Uniform(-1.0, 2.0),
@@ -121,3 +121,15 @@ def test_negative_zero_constant():
     for dtype in DTYPES:
         t = emulate_cuda_([(torch.empty(37, dtype=dtype), fusedinit.Constant(-0.0))], seed=1)[0]
         assert torch.signbit(t).all() and (t == 0).all()
+
+
+@pytest.mark.parametrize("grid", [1, 3])
+def test_more_tensors_than_one_launch_holds(grid):
+    """300 tensors: the device splits them into launches of at most 128 descriptors (each
+    descriptor table passed by value); every tensor is written once, by its own launch."""
+    items = [(torch.empty(i % 7 + 1, 5 + i % 3, dtype=torch.bfloat16 if i % 2 else torch.float32),
+              fusedinit.Normal(0.0, 1.0 + i, stream=i)) for i in range(300)]
+    items[129] = (torch.empty(3 * CHUNK + 5), fusedinit.Uniform(-1.0, 1.0, stream=129))
+    emulate_cuda_(items, seed=77, grid=grid, block=64)
+    for i, (tensor, spec) in enumerate(items):
+        assert_bitwise_equal(tensor, reference_of(tensor, spec, 77), f"items[{i}] {spec}")

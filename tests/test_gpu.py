@@ -129,3 +129,62 @@ def test_global_blocks_on_gpu(backend):
         fusedinit.normal_(part, seed=3, stream=4, padding_idx=7, global_shape=(64, 100),
                           global_offset=(0, lo), backend=backend)
         assert_bitwise_equal(part.cpu(), full[:, lo:hi].contiguous(), f"{backend} [{lo}, {hi})")
+
+
+@pytest.mark.parametrize("backend", gpu_backends())
+def test_cuda_graph_capture_and_replay(backend):
+    """Captured init replays the captured values: pointers, seed and streams are frozen at
+    capture time (seed=None is drawn once, at capture). The CUDA kernel takes its descriptors
+    as kernel parameters; the Triton launch copies them from pinned host memory."""
+    items = [(torch.empty(300, 77, device="cuda"), fusedinit.Normal(0.0, 0.5, stream=1)),
+             (torch.empty(64, 64, dtype=torch.bfloat16, device="cuda"),
+              fusedinit.Uniform(-1.0, 1.0, stream=2))]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up (compiles the Triton kernel), as torch asks
+        fusedinit.init_many_(items, seed=9, backend=backend)
+    torch.cuda.current_stream().wait_stream(side)
+    if backend == "triton":
+        from fusedinit.triton import launch
+        launch._tables.clear()  # the table's first copy to the device is inside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fusedinit.init_many_(items, seed=None, backend=backend)
+    expected = [t.clone() for t, _ in items]  # what the capture's seed gives
+    for t, _ in items:
+        t.zero_()
+    graph.replay()
+    torch.cuda.synchronize()
+    for i, ((t, spec), e) in enumerate(zip(items, expected)):
+        assert_bitwise_equal(t.cpu(), e.cpu(), f"replay items[{i}]")
+        assert t.abs().sum() > 0, f"items[{i}] not written by the replay"
+    for t, _ in items:
+        t.zero_()
+    graph.replay()  # the same values again: the seed is part of the graph
+    torch.cuda.synchronize()
+    for i, ((t, _), e) in enumerate(zip(items, expected)):
+        assert_bitwise_equal(t.cpu(), e.cpu(), f"second replay items[{i}]")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+@pytest.mark.parametrize("backend", gpu_backends())
+def test_tensors_on_another_device_than_the_current_one(backend):
+    t = torch.empty(1000, 33, device="cuda:1")
+    with torch.cuda.device(0):
+        fusedinit.normal_(t, seed=4, backend=backend)
+    assert_bitwise_equal(t.cpu(), fusedinit.normal_(torch.empty(1000, 33), seed=4), backend)
+
+
+def test_cuda_more_tensors_than_one_launch_holds():
+    """More than 128 tensors: one launch per 128 descriptors, every tensor right."""
+    if not fusedinit._ops.has_kernel("cuda"):
+        pytest.skip("built without CUDA kernels")
+    items = [(torch.empty(i % 5 + 1, 40, device="cuda"), fusedinit.Normal(stream=i))
+             for i in range(300)]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fusedinit.init_many_(items, seed=3, backend="cuda")
+        torch.cuda.synchronize()
+    assert len([e for e in prof.events() if "init_kernel" in e.name]) == 3
+    for i, (t, spec) in enumerate(items):
+        expected = fusedinit.init_many_([(torch.empty(t.shape), spec)], seed=3)[0]
+        assert_bitwise_equal(t.cpu(), expected, f"items[{i}]")

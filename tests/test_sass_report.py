@@ -18,8 +18,28 @@ def test_report_json():
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout)
-    assert set(report) == {"cuda", "triton"}
-    for kernel in report.values():
-        assert set(kernel) == {"float32", "bfloat16"}
+    assert set(report) == {"cuda", "triton", "cuda_smem_wavefronts"}
+    for name in ("cuda", "triton"):
+        assert set(report[name]) == {"float32", "bfloat16"}
         # Philox alone is ~10 instructions per element: anything far below is a parsing bug.
-        assert all(8 < n < 200 for n in kernel.values()), report
+        assert all(8 < n < 200 for n in report[name].values()), report
+    # Four 8-byte loads a value, each at least 2 phases per 32 values: >= 8 / 32.
+    assert all(0.25 <= n < 0.5 for n in report["cuda_smem_wavefronts"].values()), report
+
+
+def test_wavefront_model():
+    """The shared-memory model on layouts whose cost is known by hand."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import numpy as np
+    import sass_report
+
+    rows = sass_report.table_rows(np.array([0, 1, 2**31 - 1, 2**31, 2**32 - 1, 5, 2**30],
+                                           dtype=np.uint64))
+    assert rows.tolist() == [0, 3, 63, 0, 63, 6, 62]
+    # One 4-byte load of the same word for every lane: one wavefront per 32 values.
+    assert sass_report.table_wavefronts([(0, 0, 4)], warps=50) == 1 / 32
+    # A 16-byte load is served in 4 phases of 8 lanes, even when every lane reads one row.
+    assert sass_report.table_wavefronts([(0, 0, 16)], warps=50) == 4 / 32
+    # The row-major 32-byte layout conflicts (rows r and r + 4 share banks); pairs do less.
+    assert (sass_report.table_wavefronts(sass_report.TABLE_LOADS)
+            < sass_report.table_wavefronts(sass_report.TABLE_LOADS_ROW_MAJOR))

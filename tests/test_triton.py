@@ -62,3 +62,53 @@ def test_cpu_tensor_needs_the_interpreter():
 
 def test_backend_listing():
     assert "triton" in fusedinit.available_backends()
+
+
+def test_launch_runs_on_the_tensors_device(monkeypatch):
+    """Tensors on cuda:1 while cuda:0 is current: the launch happens under cuda:1 (Triton
+    launches on the current device and its current stream). No GPU needed: the device guard
+    and the launch are recorded."""
+    from fusedinit.triton import launch
+
+    class Tensor:
+        device = torch.device("cuda", 1)
+
+    entered = []
+
+    class Guard:
+        def __init__(self, device):
+            self.device = device
+
+        def __enter__(self):
+            entered.append(self.device)
+
+        def __exit__(self, *exc):
+            entered.append(None)
+
+    monkeypatch.setattr(torch.cuda, "device", Guard)
+    monkeypatch.setattr(launch, "_init", lambda *args: entered.append("launch"))
+    launch.init_([Tensor()], [0], [0.0] * 6, [0], [-1], 1)
+    assert entered == [torch.device("cuda", 1), "launch", None]
+
+
+@pytest.mark.parametrize("dtype,multiple", [(torch.float32, 4), (torch.float64, 2),
+                                            (torch.bfloat16, 8), (torch.float16, 8)])
+def test_aligned_start_claims_16_bytes(dtype, multiple):
+    """An aligned tensor's element offset from the launch's base is a multiple of 16 bytes,
+    i.e. 16 / element size elements (not 16 elements)."""
+    from fusedinit.triton.aot import compile_kernel
+
+    ttir = compile_kernel(dtype, arch=90, layout="aligned").asm["ttir"]
+    claims = re.findall(r"%start\S* = tt\.load .*tt\.divisibility = dense<(\d+)>", ttir)
+    assert claims == [str(multiple)], claims
+
+
+def test_coefficient_table_built_at_import():
+    """The host copy exists before any launch (a first build inside CUDA graph capture would
+    put a synchronizing copy into the capture)."""
+    from fusedinit.triton import kernel as K, launch
+
+    table = launch._TABLE_ROWS
+    assert table.dtype == torch.int64 and table.numel() == (K.TABLE_SKIP + 64) * 4
+    assert not table[:K.TABLE_SKIP * 4].any()
+    assert torch.equal(launch.normal_table(torch.device("cpu")), table)

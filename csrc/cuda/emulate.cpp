@@ -21,13 +21,20 @@ void emulate_cuda_init_(at::TensorList tensors, at::IntArrayRef kinds, at::Array
   }
   const LaunchPlan plan = make_launch_plan(tensors, kinds, params, streams, padding_rows, index_map);
   if (plan.descs.empty()) return;
-  float table[kNormalTableRows * kTableStride];  // the block's shared memory
-  for (int i = 0; i < kNormalTableRows * kTableStride; ++i) table[i] = table_entry(i);
-  const LaunchArgs args{plan.descs.data(), static_cast<int64_t>(plan.descs.size()),
-                        plan.total_chunks, seed_keys(seed)};
-  for (int64_t b = 0; b < grid; ++b) {
-    for (int64_t t = 0; t < block_dim; ++t) {
-      thread_body(args, RowTable{table}, b, grid, static_cast<int>(t), static_cast<int>(block_dim));
+  SharedTable table;  // the block's shared memory, filled as the kernel's threads fill it
+  for (int t = 0; t < block_dim; ++t) fill_table(table, t, static_cast<int>(block_dim));
+  // The launches the device would make (split_launches), one after the other.
+  for (const LaunchBatch& batch : split_launches(plan)) {
+    HostLaunchArgs args;
+    args.keys = seed_keys(seed);
+    args.num_tensors = static_cast<int64_t>(batch.descs.size());
+    args.total_chunks = batch.total_chunks;
+    args.descs = batch.descs.data();
+    for (int64_t b = 0; b < grid; ++b) {
+      for (int64_t t = 0; t < block_dim; ++t) {
+        thread_body(args, RowTable{&table}, b, grid, static_cast<int>(t),
+                    static_cast<int>(block_dim));
+      }
     }
   }
 }

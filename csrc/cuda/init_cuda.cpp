@@ -1,12 +1,13 @@
-// CUDA implementation of fusedinit::init_: one kernel launch for every tensor of the call.
-#include <ATen/ops/empty.h>
+// CUDA implementation of fusedinit::init_: one kernel launch per kMaxDescsPerLaunch tensors
+// (one launch for most calls), the descriptors passed by value in the kernel's parameters.
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <cstring>
+#include <algorithm>
+#include <array>
+#include <atomic>
 
 #include "init_launch.h"
 #include "launch_plan.h"
@@ -14,6 +15,45 @@
 namespace fusedinit {
 namespace gpu {
 namespace {
+
+constexpr int kMaxDevices = 64;
+constexpr int kCapacityCount = sizeof(kDescCapacities) / sizeof(kDescCapacities[0]);
+
+int capacity_slot(int capacity) {
+  for (int i = 0; i < kCapacityCount; ++i) {
+    if (kDescCapacities[i] == capacity) return i;
+  }
+  return kCapacityCount - 1;
+}
+
+// Resident blocks per SM of the kernel built for `capacity` on `device` (the current device),
+// computed once per device: 64 registers and the stack of the full kernel allow 4 blocks of
+// 256 threads on sm_90, not the 8 that 2048 threads per SM would suggest. A GPU the kernels
+// were not built for (older than sm_80) gets a clear error instead of "no kernel image".
+int64_t blocks_per_sm(const c10::Device& device, int capacity) {
+  static std::array<std::array<std::atomic<int>, kCapacityCount>, kMaxDevices> cache{};
+  const int index = device.index();
+  std::atomic<int>* slot = index < kMaxDevices ? &cache[index][capacity_slot(capacity)] : nullptr;
+  if (slot != nullptr) {
+    const int cached = slot->load(std::memory_order_relaxed);
+    if (cached > 0) return cached;
+  }
+  int blocks = 0;
+  const cudaError_t err = blocks_per_multiprocessor(capacity, &blocks);
+  if (err == cudaErrorNoKernelImageForDevice || err == cudaErrorInvalidDeviceFunction) {
+    (void)cudaGetLastError();
+    int major = 0, minor = 0;
+    (void)cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, index);
+    (void)cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, index);
+    TORCH_CHECK(false, "fusedinit: the CUDA kernels of this build do not run on ", device,
+                " (compute capability ", major, ".", minor, "; built for 8.0 and newer); use "
+                "backend='triton' or backend='reference'");
+  }
+  C10_CUDA_CHECK(err);
+  blocks = std::max(blocks, 1);
+  if (slot != nullptr) slot->store(blocks, std::memory_order_relaxed);
+  return blocks;
+}
 
 void init_cuda_(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double> params,
                 at::IntArrayRef streams, at::IntArrayRef padding_rows, int64_t seed,
@@ -25,26 +65,28 @@ void init_cuda_(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<doub
                 tensors[i].device(), " but tensors[0] is on ", device,
                 " (one call per device)");
   }
-  LaunchPlan plan = make_launch_plan(tensors, kinds, params, streams, padding_rows, index_map);
+  const LaunchPlan plan = make_launch_plan(tensors, kinds, params, streams, padding_rows, index_map);
   if (plan.descs.empty()) return;
   const c10::cuda::CUDAGuard guard(device);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
-
-  // The descriptor table goes to the device in one asynchronous copy from pinned memory; the
-  // pinned allocator keeps the host block alive until the copy has run.
-  const int64_t bytes = static_cast<int64_t>(plan.descs.size() * sizeof(TensorDesc));
-  at::Tensor host = at::empty({bytes}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
-  std::memcpy(host.data_ptr(), plan.descs.data(), static_cast<size_t>(bytes));
-  at::Tensor table = host.to(device, /*non_blocking=*/true);
-
   int multiprocessors = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount,
                                         device.index()));
-  const LaunchArgs args{reinterpret_cast<const TensorDesc*>(table.data_ptr()),
-                        static_cast<int64_t>(plan.descs.size()), plan.total_chunks,
-                        seed_keys(seed)};
-  launch_init(args, grid_size(plan.total_chunks, multiprocessors), stream);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  // The descriptors travel by value in the kernel's parameter block: nothing is copied to
+  // the device beforehand, so under CUDA graph capture a launch is one kernel node whose
+  // parameters (pointers, seed, streams) are frozen at capture time.
+  LaunchScalars scalars;
+  scalars.keys = seed_keys(seed);
+  for (const LaunchBatch& batch : split_launches(plan)) {
+    const int64_t n = static_cast<int64_t>(batch.descs.size());
+    const int capacity = descriptor_capacity(n);
+    scalars.num_tensors = n;
+    scalars.total_chunks = batch.total_chunks;
+    const int64_t grid = grid_size(batch.total_chunks, multiprocessors,
+                                   blocks_per_sm(device, capacity));
+    launch_init(scalars, batch.descs.data(), n, capacity, grid, stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
 }
 
 }  // namespace

@@ -87,9 +87,32 @@ LaunchPlan make_launch_plan(at::TensorList tensors, at::IntArrayRef kinds,
   return plan;
 }
 
-int64_t grid_size(int64_t total_chunks, int64_t multiprocessors) {
-  // 2048 resident threads per SM on sm_80/90: 8 blocks of 256, then the blocks loop.
-  return std::max<int64_t>(1, std::min<int64_t>(total_chunks, multiprocessors * 8));
+std::vector<LaunchBatch> split_launches(const LaunchPlan& plan, int64_t max_per_launch) {
+  std::vector<LaunchBatch> batches;
+  for (size_t i = 0; i < plan.descs.size(); i += static_cast<size_t>(max_per_launch)) {
+    LaunchBatch batch;
+    const size_t end = std::min(plan.descs.size(), i + static_cast<size_t>(max_per_launch));
+    batch.descs.assign(plan.descs.begin() + i, plan.descs.begin() + end);
+    const int64_t base = batch.descs.front().first_chunk;
+    for (TensorDesc& d : batch.descs) d.first_chunk -= base;
+    const int64_t next = end < plan.descs.size() ? plan.descs[end].first_chunk : plan.total_chunks;
+    batch.total_chunks = next - base;
+    batches.push_back(std::move(batch));
+  }
+  return batches;
+}
+
+int descriptor_capacity(int64_t n) {
+  for (int capacity : kDescCapacities) {
+    if (n <= capacity) return capacity;
+  }
+  TORCH_CHECK(false, "fusedinit: ", n, " descriptors in one launch (at most ", kMaxDescsPerLaunch,
+              ")");
+}
+
+int64_t grid_size(int64_t total_chunks, int64_t multiprocessors, int64_t blocks_per_sm) {
+  return std::max<int64_t>(1, std::min<int64_t>(total_chunks,
+                                                multiprocessors * std::max<int64_t>(1, blocks_per_sm)));
 }
 
 }  // namespace gpu

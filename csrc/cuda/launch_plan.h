@@ -29,8 +29,21 @@ inline RoundKeys seed_keys(int64_t seed) {
   return philox_round_keys(static_cast<uint32_t>(s), static_cast<uint32_t>(s >> 32));
 }
 
-// Blocks for a launch: enough to fill the device, never more than there are chunks.
-int64_t grid_size(int64_t total_chunks, int64_t multiprocessors);
+// The launches of a plan: consecutive runs of at most `max_per_launch` descriptors, each with
+// its first_chunk counted from the run's own first chunk.
+struct LaunchBatch {
+  std::vector<TensorDesc> descs;
+  int64_t total_chunks = 0;
+};
+std::vector<LaunchBatch> split_launches(const LaunchPlan& plan,
+                                        int64_t max_per_launch = kMaxDescsPerLaunch);
+
+// The smallest of kDescCapacities that holds n descriptors (n <= kMaxDescsPerLaunch).
+int descriptor_capacity(int64_t n);
+
+// Blocks for a launch: every block the device holds at once (blocks_per_sm from the kernel's
+// occupancy), never more than there are chunks.
+int64_t grid_size(int64_t total_chunks, int64_t multiprocessors, int64_t blocks_per_sm);
 
 }  // namespace gpu
 }  // namespace fusedinit

@@ -13,23 +13,43 @@
 namespace fusedinit {
 namespace gpu {
 
-// Entry i of the row-major normal table (64 rows of kTableStride floats: c0..c6 and the
-// expansion point m) that each block copies into shared memory: two 16-byte loads fetch a row.
-static_assert(kTableStride == kNormalTableColumns, "a shared-memory row holds exactly one table row");
-FI_HD float table_entry(int i) {
-  return normal_coefficient(i % kTableStride, static_cast<uint32_t>(i / kTableStride));
+// The normal table as each block keeps it in shared memory: the columns of a row (c0..c6 and
+// the expansion point m) in pairs, each pair in its own array of 8-byte rows. A row is four
+// 8-byte loads from one address register (the arrays sit at fixed offsets), and 16
+// consecutive rows share no bank. Row-major 32-byte rows put rows r and r + 4 on the same
+// banks, and the rows the words select cluster at the top of the table (half the lookups
+// go to the last two rows, a quarter to the two below...). benchmarks/sass_report.py
+// models the shared-memory wavefronts this costs per value (TABLE_LOADS there).
+constexpr int kTablePairs = (kNormalTableColumns + 1) / 2;
+
+struct SharedTable {
+  alignas(16) float pairs[kTablePairs][kNormalTableRows][2];
+};
+
+// Column k of every row (zero past the last column), written by the threads of a block in
+// parallel: thread t writes entries t, t + threads, ...
+FI_HD void fill_table(SharedTable& table, int thread, int threads) {
+  for (int i = thread; i < kTablePairs * kNormalTableRows * 2; i += threads) {
+    const int pair = i / (kNormalTableRows * 2), row = i / 2 % kNormalTableRows, k = 2 * pair + i % 2;
+    table.pairs[pair][row][i % 2] =
+        k < kNormalTableColumns ? normal_coefficient(k, static_cast<uint32_t>(row)) : 0.0f;
+  }
 }
 
 struct RowTable {
-  const float* rows;
+  const SharedTable* table;
   FI_HD_MEMBER void row(uint32_t r, float c[kNormalTableColumns]) const {
+#pragma unroll
+    for (int pair = 0; pair < kTablePairs; ++pair) {
 #if defined(__CUDA_ARCH__)
-    const float4 a = reinterpret_cast<const float4*>(rows)[r * 2];
-    const float4 b = reinterpret_cast<const float4*>(rows)[r * 2 + 1];
-    c[0] = a.x, c[1] = a.y, c[2] = a.z, c[3] = a.w, c[4] = b.x, c[5] = b.y, c[6] = b.z, c[7] = b.w;
+      const float2 v = *reinterpret_cast<const float2*>(table->pairs[pair][r]);
+      c[2 * pair] = v.x;
+      if (2 * pair + 1 < kNormalTableColumns) c[2 * pair + 1] = v.y;
 #else
-    for (int k = 0; k < kNormalTableColumns; ++k) c[k] = rows[r * kTableStride + k];
+      c[2 * pair] = table->pairs[pair][r][0];
+      if (2 * pair + 1 < kNormalTableColumns) c[2 * pair + 1] = table->pairs[pair][r][1];
 #endif
+    }
   }
 };
 
@@ -204,26 +224,36 @@ FI_HD int64_t strided_offset(const TensorDesc& d, int64_t i) {
 // Contiguous, 16-byte aligned tensor: each thread writes whole 16-byte units, consecutive
 // threads consecutive units. kChecks: the range may hold the padding row or end inside a
 // unit (written element-wise); chunks without either run the loop without those tests.
-template <int K, Store S, bool kChecks, bool kRuns, class Rows>
+// The loop counts in 32 bits inside the chunk (at most kChunk elements) and advances the
+// Philox group and the address by a constant step: no division or 64-bit compare per unit.
+// kFull: a whole chunk (kChunk elements), so the trip count is a compile-time constant and
+// the loop unrolls by two (one compare, branch and index update per two units).
+template <int K, Store S, bool kChecks, bool kRuns, bool kFull = false, class Rows>
 FI_HD void vector_loop(const TensorDesc& d, const RoundKeys& keys, const Rows& rows,
                        int64_t begin, int64_t end, int thread, int block_dim) {
   constexpr int kUnit = StoreTraits<S>::kUnit;
   constexpr int kSize = StoreTraits<S>::kSize;
-  for (int64_t first = begin + static_cast<int64_t>(thread) * kUnit; first < end;
-       first += static_cast<int64_t>(block_dim) * kUnit) {
+  const int n = kFull ? static_cast<int>(kChunk) : static_cast<int>(end - begin);
+  const int step = block_dim * kUnit;
+  // Without runs, units start on Philox groups (vector: offset % 8 == 0), so this is exact.
+  int64_t group = (d.offset + begin + static_cast<int64_t>(thread) * kUnit) / 4;
+  char* dst = d.data + (begin + static_cast<int64_t>(thread) * kUnit) * kSize;
+#pragma unroll 2
+  for (int i = thread * kUnit; i < n;
+       i += step, group += step / 4, dst += static_cast<int64_t>(step) * kSize) {
     float v[kUnit];
-    const int64_t group = (kRuns ? placed_index(d.offset, d.run, d.run_stride, first)
-                                 : d.offset + first) / 4;
+    const int64_t first = begin + i;
+    const int64_t g = kRuns ? placed_index(d.offset, d.run, d.run_stride, first) / 4 : group;
 #pragma unroll
-    for (int h = 0; h < kUnit / 4; ++h) group_values<K>(d, keys, group + h, rows, v + 4 * h);
+    for (int h = 0; h < kUnit / 4; ++h) group_values<K>(d, keys, g + h, rows, v + 4 * h);
     finish_values<K, kUnit>(d, S, v);
     if (kChecks) zero_padding<kUnit>(d, first, v);
-    if (!kChecks || first + kUnit <= end) {
-      store_unit<S>(d.data + first * kSize, v);
+    if (!kChecks || i + kUnit <= n) {
+      store_unit<S>(dst, v);
     } else {
 #pragma unroll
       for (int l = 0; l < kUnit; ++l) {  // constant indices keep v in registers
-        if (first + l < end) store_one(d.data + (first + l) * kSize, S, v[l]);
+        if (i + l < n) store_one(dst + l * kSize, S, v[l]);
       }
     }
   }
@@ -240,6 +270,8 @@ FI_HD void run_vector(const TensorDesc& d, const RoundKeys& keys, const Rows& ro
     vector_loop<K, S, true, true>(d, keys, rows, begin, end, thread, block_dim);
   } else if (checks) {
     vector_loop<K, S, true, false>(d, keys, rows, begin, end, thread, block_dim);
+  } else if (end - begin == kChunk) {
+    vector_loop<K, S, false, false, true>(d, keys, rows, begin, end, thread, block_dim);
   } else {
     vector_loop<K, S, false, false>(d, keys, rows, begin, end, thread, block_dim);
   }
@@ -289,8 +321,10 @@ FI_HD void run_kind(const TensorDesc& d, const RoundKeys& keys, const Rows& rows
 }
 
 // The tensor that owns `chunk`: the last one whose first chunk is <= chunk (all non-empty).
-FI_HD int64_t tensor_of_chunk(const LaunchArgs& a, int64_t chunk) {
-  int64_t lo = 0, hi = a.num_tensors - 1;
+// A block walks its chunks in increasing order, so the search starts at the previous owner.
+template <class Args>
+FI_HD int64_t tensor_of_chunk(const Args& a, int64_t chunk, int64_t lo) {
+  int64_t hi = a.num_tensors - 1;
   while (lo < hi) {
     const int64_t mid = (lo + hi + 1) / 2;
     if (a.descs[mid].first_chunk <= chunk) lo = mid; else hi = mid - 1;
@@ -299,14 +333,18 @@ FI_HD int64_t tensor_of_chunk(const LaunchArgs& a, int64_t chunk) {
 }
 
 // Block `block` of `grid` walks the chunks block, block + grid, ...; inside a chunk its
-// threads split the elements. Every element is written by exactly one thread.
-template <class Rows>
-FI_HD void thread_body(const LaunchArgs& a, const Rows& rows, int64_t block, int64_t grid,
+// threads split the elements. Every element is written by exactly one thread. `Args` has
+// keys, num_tensors, total_chunks and descs (LaunchArgs<N> on the device, HostLaunchArgs in
+// the emulation).
+template <class Args, class Rows>
+FI_HD void thread_body(const Args& a, const Rows& rows, int64_t block, int64_t grid,
                        int thread, int block_dim) {
+  int64_t owner = 0;
   for (int64_t chunk = block; chunk < a.total_chunks; chunk += grid) {
-    // A copy: the stores below could alias the table as far as the compiler knows, and a
-    // reference would make it reload every field in every iteration.
-    const TensorDesc d = a.descs[tensor_of_chunk(a, chunk)];
+    owner = tensor_of_chunk(a, chunk, owner);
+    // A copy: the stores below could alias the descriptors as far as the compiler knows, and
+    // a reference would make it reload every field in every iteration.
+    const TensorDesc d = a.descs[owner];
     const int64_t begin = (chunk - d.first_chunk) * kChunk;
     const int64_t end = begin + kChunk < d.numel ? begin + kChunk : d.numel;
 #if defined(FUSEDINIT_SASS_PROBE_KIND)

@@ -252,11 +252,11 @@ struct NormalWord {
 FI_HD NormalWord normal_word(uint32_t w) {
   const uint32_t k = (w << 1) | 1u;
 #if defined(__CUDA_ARCH__)
-  // The same numbers with fewer instructions: bfind gives the octave (the highest set bit)
-  // directly, and since k << lz has its top bit set, (k << lz) >> 8 is 2^23 + mant23.
-  uint32_t octave;
-  asm("bfind.u32 %0, %1;" : "=r"(octave) : "r"(k));
-  return NormalWord{octave, ((k << (31u - octave)) >> 8) - 0x800000u};
+  // The same numbers with fewer instructions: k (non-zero) converted to float32 rounding
+  // toward zero keeps exactly its leading 24 bits, so the float's exponent field is
+  // 127 + octave and its mantissa field is mant23 (one I2F instead of FLO and shifts).
+  const uint32_t f = __float_as_uint(__uint2float_rz(k));
+  return NormalWord{(f >> 23) - 127u, f & 0x7fffffu};
 #else
   const int lz = clz32(k);
   return NormalWord{static_cast<uint32_t>(31 - lz), ((k << lz) >> 8) & 0x7fffffu};
@@ -272,8 +272,23 @@ FI_HD float apply_sign(float magnitude, uint32_t w) {
 // two-sided tail probability q = (2b + 1) / 2^32, so |z| reaches 6.23 and never diverges.
 template <class Table = GlobalTable>
 FI_HD float standard_normal(uint32_t w, const Table& table = Table()) {
+#if defined(__CUDA_ARCH__)
+  // The same numbers read straight off f = the bits of k rounded toward zero to float32
+  // ((127 + octave) << 23 | mant23, see normal_word): quantile_row is (f >> 22) - 254 and
+  // quantile_t is f's significand in [1, 2). Three integer ops instead of six on the hot path.
+  const uint32_t f = __float_as_uint(__uint2float_rz((w << 1) | 1u));
+  // Opaque to the optimiser, which would otherwise rewrite (f >> 22) * stride + base as a
+  // shift, a mask and an add; t's bits are one lop3 with both masks in registers.
+  uint32_t top = f >> 22, t, mask = 0x7fffffu, one = 0x3f800000u;
+  asm("" : "+r"(top), "+r"(mask), "+r"(one));
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(t) : "r"(f), "r"(mask), "r"(one));  // (f & mask) | one
+  float c[kNormalTableColumns];
+  table.row(top - 254u, c);
+  return apply_sign(quantile_poly(bits_to_float(t), c), w);
+#else
   const NormalWord n = normal_word(w);
   return apply_sign(half_normal_quantile(n.octave, n.mant23, table), w);
+#endif
 }
 
 // Half-normal quantile of a float q, clamped to [2^-32, 1 - 2^-24].

@@ -14,6 +14,7 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 
 from . import _ops, reference, sharding
+from . import _cuda_arch
 from ._ops import WHOLE, Placement
 from ._overlap import byte_range, has_internal_overlap, shared_memory_pairs
 from ._seed import resolve_seed
@@ -238,10 +239,16 @@ def _choose(device: torch.device, backend: Optional[str]) -> str:
     if backend == "reference":
         return "reference"
     if backend is None:
-        if _ops.has_kernel(device.type):
+        too_old = device.type == "cuda" and not _cuda_arch.cuda_kernels_run_on(device)
+        if _ops.has_kernel(device.type) and not too_old:
             return "op"  # on CUDA the CUDA kernel: see README, "Which GPU backend"
         if device.type == "cuda" and _triton_error(device) is None:
             return "triton"
+        if too_old and _ops.has_kernel("cuda"):
+            raise RuntimeError(f"fusedinit: no GPU backend for {device}: "
+                               f"{_cuda_arch.too_old_message(device)}, and the Triton backend "
+                               f"is unavailable ({_triton_error(device)}); pass "
+                               "backend='reference' for the (slow) pure-PyTorch path")
         if not _ops.HAS_EXTENSION:
             _ops.warn_no_extension()
         return "reference"
@@ -256,6 +263,9 @@ def _choose(device: torch.device, backend: Optional[str]) -> str:
         why = (_ops.EXTENSION_ERROR if not _ops.HAS_EXTENSION else
                "this build of fusedinit has no CUDA kernels (built without a CUDA torch or nvcc)")
         raise RuntimeError(f"backend={backend!r}: the compiled kernel is not available ({why})")
+    if device.type == "cuda" and not _cuda_arch.cuda_kernels_run_on(device):
+        raise RuntimeError(f"backend='cuda': {_cuda_arch.too_old_message(device)}; use "
+                           "backend='triton' (or None to pick it)")
     return "op"
 
 

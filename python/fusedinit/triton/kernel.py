@@ -18,6 +18,7 @@ COL_SIZES = 14           # 8 sizes, then 8 strides (strided layout only)
 MAX_DIMS = 8
 META_COLS = COL_SIZES + 2 * MAX_DIMS
 TABLE_STRIDE = 8         # normal table: 64 rows of 8 floats (c0..c6, expansion point m)
+TABLE_SKIP = 254         # unused rows before row 0: the kernel indexes rows by f >> 22
 
 # Destination codes (constexpr STORE).
 F32, F64, BF16, F16 = 0, 1, 2, 3
@@ -121,15 +122,18 @@ def _fma(a, b, c, NATIVE: tl.constexpr):
 
 
 @triton.jit
-def _half_normal_quantile(octave, mant23, table, NATIVE: tl.constexpr):
-    row = octave * 2 + (mant23 >> 22)
+def _half_normal_quantile(f, table, NATIVE: tl.constexpr):
+    """The quantile of the argument whose octave and mantissa are those of the float32 bits f
+    (biased exponent 127 + octave, mantissa field mant23): its row 2 * octave + the top
+    mantissa bit is (f >> 22) - TABLE_SKIP, its t = 1.mant23 is f's significand."""
     # The table as int64 pairs of float32 (c0|c1, c2|c3, c4|c5, c6|m): four 8-byte loads a row.
-    pairs = table + row * (_TABLE_STRIDE // 2)
+    # Row r is stored at index r + TABLE_SKIP (launch.py): indexed by f >> 22 itself.
+    pairs = table + (f >> 22) * (_TABLE_STRIDE // 2)
     c01 = tl.load(pairs + 0)
     c23 = tl.load(pairs + 1)
     c45 = tl.load(pairs + 2)
     c6m = tl.load(pairs + 3)
-    s = _f32(mant23 | 0x3f800000) - _hi_f32(c6m)  # exact
+    s = _f32((f & 0x7fffff) | 0x3f800000) - _hi_f32(c6m)  # exact
     r = _lo_f32(c6m)
     r = _fma(r, s, _hi_f32(c45), NATIVE)
     r = _fma(r, s, _lo_f32(c45), NATIVE)
@@ -153,9 +157,14 @@ def _hi_f32(pair):
 @triton.jit
 def _normal(w, mean, std, table, NATIVE: tl.constexpr):
     k = (w << 1) | 1
-    lz = _clz(k, NATIVE)
-    mant23 = ((k << lz) >> 8) & 0x7fffff
-    r = _half_normal_quantile(31 - lz, mant23, table, NATIVE)
+    if NATIVE:
+        # k rounded toward zero to float32 keeps exactly its leading 24 bits: the bits are
+        # (127 + octave) << 23 | mant23 (rng_math.h normal_word), in one conversion.
+        f = _bits(tl.extra.cuda.libdevice.uint2float_rz(k))
+    else:
+        lz = _clz(k, NATIVE)
+        f = ((158 - lz) << 23) | (((k << lz) >> 8) & 0x7fffff)
+    r = _half_normal_quantile(f, table, NATIVE)
     z = _f32(_bits(r) ^ (w & 0x80000000))
     return _fma(std, z, mean, NATIVE)
 
@@ -175,8 +184,8 @@ def _trunc_normal(w, mean, std, a, b, p_lo, p_hi, table, NATIVE: tl.constexpr):
     q = tail + tail
     q = tl.where(q < 2.3283064365386963e-10, 2.3283064365386963e-10, q)  # 2^-32
     q = tl.where(q > 0.99999994039535522, 0.99999994039535522, q)        # 1 - 2^-24
-    qb = _bits(q)
-    z = _half_normal_quantile((qb >> 23) - 95, qb & 0x7fffff, table, NATIVE)
+    # q's octave is its exponent + 32: the bits of q * 2^32 (exponent field + 32, exact).
+    z = _half_normal_quantile(_bits(q) + (32 << 23), table, NATIVE)
     z = tl.where(lower, _f32(_bits(z) ^ 0x80000000), z)
     v = _fma(std, z, mean, NATIVE)
     v = tl.where(v < a, a, v)
@@ -242,6 +251,16 @@ def _fp16_to_f32(h):
     normal = _f32(sign | ((e + 112) << 23) | (m << 13))
     sub = _f32(sign | _bits(m.to(tl.float32) * 5.9604644775390625e-08))
     return tl.where(e == 0x1f, inf_nan, tl.where(e != 0, normal, sub))
+
+
+@triton.jit
+def _element_size(STORE: tl.constexpr) -> tl.constexpr:
+    if STORE == _F32:
+        return tl.constexpr(4)
+    elif STORE == _F64:
+        return tl.constexpr(8)
+    else:
+        return tl.constexpr(2)
 
 
 @triton.jit
@@ -372,7 +391,9 @@ def init_kernel(base, meta, params, table, num_tensors,
 
     start = tl.load(row_meta + _COL_OFFSET)
     if ALIGNED:
-        start = tl.multiple_of(start, 16)
+        # Aligned tensors start 16 bytes apart from the base: a multiple of 16 bytes, not of
+        # 16 elements.
+        start = tl.multiple_of(start, 16 // _element_size(STORE))
     ptrs = base + start + _element_offsets(row_meta, idx, tl.load(row_meta + _COL_NDIM), STRIDED)
     if begin + BLOCK <= numel:
         tl.store(ptrs, out)

@@ -18,16 +18,50 @@ _STORE = {torch.float32: K.F32, torch.float64: K.F64, torch.bfloat16: K.BF16, to
 _tables: Dict[torch.device, torch.Tensor] = {}
 
 
+def _table_rows() -> torch.Tensor:
+    """The 64 x 8 row-major coefficient table as int64 pairs of float32 bit patterns (little
+    endian: even column in the low half), after K.TABLE_SKIP zero rows (the kernel indexes
+    row r at r + TABLE_SKIP, which saves it a subtraction per value), on the CPU."""
+    rows = torch.zeros(K.TABLE_SKIP + 64, K.TABLE_STRIDE, dtype=torch.int32)
+    for k, column in enumerate(COEFFS):
+        rows[K.TABLE_SKIP:, k] = torch.tensor([b - (1 << 32) if b >= 1 << 31 else b
+                                               for b in column], dtype=torch.int32)
+    return rows.flatten().view(torch.int64)
+
+
+_TABLE_ROWS = _table_rows()  # built at import: no first-use work inside a launch
+
+
 def normal_table(device: torch.device) -> torch.Tensor:
-    """The 64 x 8 row-major coefficient table on `device`, made once per device."""
-    if device not in _tables:
-        rows = torch.zeros(64, K.TABLE_STRIDE, dtype=torch.int32)
-        for k, column in enumerate(COEFFS):
-            rows[:, k] = torch.tensor([b - (1 << 32) if b >= 1 << 31 else b for b in column],
-                                      dtype=torch.int32)
-        # int64 pairs of float32 bit patterns (little endian: even coefficient in the low half).
-        _tables[device] = rows.flatten().view(torch.int64).to(device)
-    return _tables[device]
+    """The coefficient table on `device`, copied there once per device.
+
+    The copy is made on a side stream from pinned memory and waited for, never on the current
+    stream: a first use inside CUDA graph capture must not put a (pageable, synchronizing)
+    copy into the capture, and the table must outlive any one graph's memory pool."""
+    table = _tables.get(device)
+    if table is None:
+        if device.type != "cuda":
+            table = _TABLE_ROWS.to(device)
+        else:
+            table = _copy_outside_capture(_TABLE_ROWS, device)
+        _tables[device] = table
+    return table
+
+
+def _copy_outside_capture(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if not torch.cuda.is_current_stream_capturing():
+        return host.to(device)
+    try:
+        side = torch.cuda.Stream(device)
+        with torch.cuda.stream(side):  # allocations here come from the ordinary pool
+            out = host.pin_memory().to(device, non_blocking=True)
+        side.synchronize()
+    except RuntimeError as exc:
+        raise RuntimeError(f"fusedinit (Triton backend): the first use on {device} is inside "
+                           "CUDA graph capture and its coefficient table could not be copied "
+                           f"there ({exc}); call fusedinit once on {device} before capturing"
+                           ) from exc
+    return out
 
 
 def merged_dims(t: torch.Tensor):
@@ -55,7 +89,15 @@ def _layout(t: torch.Tensor) -> str:
 def init_(tensors: Sequence[torch.Tensor], kinds, params, streams, padding_rows, seed: int,
           placements=None):
     """Same arguments as fusedinit::init_ (streams and seed as uint64, one (offset, run,
-    run_stride) placement per tensor or None), tensors on one device."""
+    run_stride) placement per tensor or None), tensors on one device. Launches on that device
+    (whichever device is current) and on its current stream."""
+    if tensors and tensors[0].device.type == "cuda":
+        with torch.cuda.device(tensors[0].device):
+            return _init(tensors, kinds, params, streams, padding_rows, seed, placements)
+    return _init(tensors, kinds, params, streams, padding_rows, seed, placements)
+
+
+def _init(tensors, kinds, params, streams, padding_rows, seed, placements):
     offsets = list(placements) if placements is not None else [(0, 0, 0)] * len(tensors)
     groups = defaultdict(list)
     for i, t in enumerate(tensors):

@@ -1,0 +1,4 @@
+// The init kernel for up to 16 tensors per launch (init_kernel.cuh).
+#include "init_kernel.cuh"
+
+FUSEDINIT_INSTANTIATE_INIT_KERNEL(16)
