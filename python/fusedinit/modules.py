@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ._seed import resolve_seed
-from .session import InitSession
+from .engine import recording
 from .specs import Constant, Normal
 
 _WEIGHT_LAYERS = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
@@ -73,16 +73,16 @@ def init_module_(module: nn.Module, *, std: float = 0.02, seed: Optional[int] = 
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
     seed = resolve_seed(seed, generator)
-    session = InitSession(module, seed, prefix)
     canonical = {}
     for name, t in list(module.named_parameters()) + list(module.named_buffers()):
         canonical.setdefault(id(t), name)
-    with torch.no_grad():
-        for owner_name, owner in module.named_modules(remove_duplicate=False):
-            for t, spec in generic_rules(owner, std):
-                name = canonical.get(id(t))
-                if name is None or name.rpartition(".")[0] != owner_name:
-                    continue  # a tied parameter: its first name's owner decides
-                session.queue(t, spec)
-        session.flush()
+    rules = []  # every rule is built (and checked) before anything is queued or written
+    for owner_name, owner in module.named_modules(remove_duplicate=False):
+        for t, spec in generic_rules(owner, std):
+            name = canonical.get(id(t))
+            if name is not None and name.rpartition(".")[0] == owner_name:
+                rules.append((t, spec))  # else a tied parameter: its first name's owner decides
+    with torch.no_grad(), recording(module, seed, prefix) as session:
+        for t, spec in rules:
+            session.queue(t, spec)
     return module

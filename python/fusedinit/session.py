@@ -1,12 +1,14 @@
-"""A queue of pending writes for one model: (tensor, spec) pairs keyed by the tensor's memory,
+"""A queue of pending writes for one module: (tensor, spec) entries keyed by the tensor's memory,
 each with the stream of its parameter's name, flushed as one `init_many_` call (one op call per
 device). A later write to the same tensor replaces the pending one, so values that a model
-overwrites during its own init pass are never computed."""
+overwrites during its own init pass are never computed.
+
+The queue knows nothing about how writes are found (engine.py intercepts them) and holds no
+global state: it is one object per recording, owned by whoever opened it."""
 from __future__ import annotations
 
 import dataclasses
-import threading
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -16,10 +18,8 @@ from .sharding import is_dtensor
 from .specs import Constant, Normal
 from .streams import param_stream
 
-_local = threading.local()
 
-
-def _local(t: torch.Tensor) -> torch.Tensor:
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
     """A DTensor is known by its local shard (the memory this rank writes)."""
     return t._local_tensor if is_dtensor(t) else t
 
@@ -27,7 +27,7 @@ def _local(t: torch.Tensor) -> torch.Tensor:
 def tensor_key(t: torch.Tensor) -> Optional[tuple]:
     """Identity of the memory a tensor covers: its storage object (shared by every alias,
     `.data` included, and distinct for distinct meta tensors too) and the region in it."""
-    t = _local(t)
+    t = local_tensor(t)
     try:
         storage = t.untyped_storage()._cdata
     except (RuntimeError, NotImplementedError):  # tensor subclasses without storage
@@ -36,28 +36,59 @@ def tensor_key(t: torch.Tensor) -> Optional[tuple]:
 
 
 def storage_of(t: torch.Tensor) -> Optional[Tuple[int, torch.device]]:
-    t = _local(t)
+    t = local_tensor(t)
     try:
         return (t.untyped_storage()._cdata, t.device)
     except (RuntimeError, NotImplementedError):
         return None
 
 
-class InitSession:
-    """Pending writes for the parameters and buffers of `root`, named relative to it."""
+def _flat_key(t: torch.Tensor) -> tuple:
+    """The elements of a contiguous tensor, in order, regardless of its shape."""
+    return (t.untyped_storage()._cdata, t.storage_offset(), t.numel(), t.dtype, t.device)
 
-    def __init__(self, root: nn.Module, seed: int, prefix: str = "", record_only: bool = False):
-        """record_only: keep the queue at the end (flush writes nothing) - for recording a
-        model's rules on the meta device and applying them to its sharded parameters later."""
-        self.root, self.seed, self.record_only = root, seed, record_only
+
+class DeferredOp(NamedTuple):
+    """An op deferred on a pending tensor (the unfinished tail of a chain engine.py may still
+    fold), replayed on the written values if the chain is not completed."""
+
+    step: tuple  # what engine.py read from it: ("erfinv",), ("mul", k), ("add", m)
+    func: Callable
+    args: tuple
+    kwargs: dict
+
+
+@dataclasses.dataclass
+class Pending:
+    """One queued write: `spec` for `tensor`, then `ops` run on the written values."""
+
+    tensor: torch.Tensor
+    spec: object
+    ops: List[DeferredOp] = dataclasses.field(default_factory=list)
+
+
+class InitSession:
+    """Pending writes for the parameters and buffers of `root`, named `prefix` + their name."""
+
+    def __init__(self, root: nn.Module, seed: int, prefix: str = ""):
+        self.root, self.seed = root, seed
         self.names: Dict[tuple, str] = {}
+        # A contiguous view of a whole contiguous tensor (`weight.view(1, -1)`) covers the same
+        # elements in the same order: a write to it is a write to the tensor.
+        self._flat: Dict[tuple, Tuple[tuple, torch.Tensor]] = {}
         for name, t in list(root.named_parameters(remove_duplicate=True)) + \
                 list(root.named_buffers(remove_duplicate=True)):
             key = tensor_key(t)
-            if key is not None:
-                self.names.setdefault(key, prefix + name)
-        self.pending: Dict[tuple, tuple] = {}   # key -> (tensor, spec)
+            if key is not None and key not in self.names:
+                self.names[key] = prefix + name
+                if t.is_contiguous() and not is_dtensor(t):
+                    self._flat.setdefault(_flat_key(t), (key, t))
+        self.pending: Dict[tuple, Pending] = {}
         self._storages: Dict[tuple, int] = {}  # storages with pending writes -> count
+        # name -> spec of every write flushed so far (meta tensors included, which init_many_
+        # skips): what a recording on the meta device hands to a later, sharded write.
+        self.written: Dict[str, object] = {}
+        self.deferred_on_meta: List[str] = []
 
     # -- queue --------------------------------------------------------------------------------
     def name_of(self, t: torch.Tensor) -> Optional[str]:
@@ -66,25 +97,29 @@ class InitSession:
 
     def queue(self, t: torch.Tensor, spec) -> bool:
         """Queue `spec` for `t` (a whole parameter or buffer of the root); False if `t` is not
-        one. A constant for an integer buffer (BatchNorm's num_batches_tracked), which the
-        kernels do not write, is written at once."""
+        one. Integer buffers (BatchNorm's num_batches_tracked) take only constants, written at
+        flush after the floating-point writes (the kernels fill floating types only)."""
         key = tensor_key(t)
+        if key is not None and key not in self.names and t.is_contiguous() \
+                and not is_dtensor(t) and _flat_key(t) in self._flat:
+            key, t = self._flat[_flat_key(t)]
         name = self.names.get(key) if key is not None else None
         if name is None:
             return False
-        if not t.is_floating_point():
-            if not isinstance(spec, Constant):
-                return False
-            with torch.no_grad():
-                t.fill_(spec.value)
-            return True
+        if not t.is_floating_point() and not isinstance(spec, Constant):
+            return False
         if "stream" in {f.name for f in dataclasses.fields(spec)}:  # Constant draws nothing
             spec = dataclasses.replace(spec, stream=param_stream(name))
         if key not in self.pending:
             s = storage_of(t)
             self._storages[s] = self._storages.get(s, 0) + 1
-        self.pending[key] = (t.detach(), spec)
+        self.pending[key] = Pending(t.detach(), spec)
         return True
+
+    def entry(self, t: torch.Tensor) -> Optional[Pending]:
+        """The pending write of exactly `t` (same memory region), or None."""
+        key = tensor_key(t)
+        return None if key is None else self.pending.get(key)
 
     def zero_row(self, view: torch.Tensor) -> bool:
         """`view` is one whole row (dim 0) of a tensor with a pending Normal: make that row its
@@ -92,8 +127,9 @@ class InitSession:
         s = storage_of(view)
         if s is None or s not in self._storages:
             return False
-        for key, (t, spec) in self.pending.items():
-            if (storage_of(t) != s or not isinstance(spec, Normal) or t.dim() == 0
+        for key, p in self.pending.items():
+            t, spec = p.tensor, p.spec
+            if (storage_of(t) != s or not isinstance(spec, Normal) or p.ops or t.dim() == 0
                     or tuple(view.shape) != tuple(t.shape[1:])
                     or tuple(view.stride()) != tuple(t.stride()[1:]) or t.stride(0) == 0):
                 continue
@@ -104,11 +140,10 @@ class InitSession:
 
     def pad_row(self, t: torch.Tensor, row: int) -> bool:
         """Row `row` (dim 0) of `t`, which has a pending Normal, becomes its padding row."""
-        key = tensor_key(t)
-        if key not in self.pending or not isinstance(self.pending[key][1], Normal):
+        p = self.entry(t)
+        if p is None or not isinstance(p.spec, Normal) or p.ops:
             return False
-        tensor, spec = self.pending[key]
-        self.pending[key] = (tensor, dataclasses.replace(spec, padding_idx=row))
+        p.spec = dataclasses.replace(p.spec, padding_idx=row)
         return True
 
     def touches_pending(self, t: torch.Tensor) -> bool:
@@ -129,36 +164,32 @@ class InitSession:
 
     def specs_by_name(self) -> Dict[str, object]:
         """The pending spec of each parameter / buffer, by fully qualified name."""
-        return {self.names[key]: spec for key, (_, spec) in self.pending.items()}
+        return {self.names[key]: p.spec for key, p in self.pending.items()}
 
-    def flush(self) -> None:
-        """Write everything pending: one init_many_ call (one op call per device). Raises if the
-        write fails - the modules are already marked initialized, so it must never be silent."""
-        if not self.pending or self.record_only:
-            return
-        items = list(self.pending.values())
+    def discard(self) -> None:
+        """Forget every pending write (the recording failed: nothing is written)."""
         self.pending.clear()
         self._storages.clear()
+
+    def flush(self) -> None:
+        """Write everything pending: one init_many_ call (one op call per device), which checks
+        every item before writing any; then the integer-buffer constants; then the deferred
+        ops of unfinished chains, on the written values. Raises if the write fails - the
+        modules are already marked initialized, so it must never be silent."""
+        if not self.pending:
+            return
+        entries = list(self.pending.items())
+        self.discard()
+        for key, p in entries:
+            self.written[self.names[key]] = p.spec
+            if p.ops and p.tensor.device.type == "meta":
+                self.deferred_on_meta.append(self.names[key])
+        floating = [(p.tensor, p.spec) for _, p in entries if p.tensor.is_floating_point()]
         with torch.no_grad():
-            init_many_(items, seed=self.seed)
-
-
-def current_session() -> Optional[InitSession]:
-    return getattr(_local, "session", None)
-
-
-class active_session:
-    """Make `session` the current one for this thread; the previous one is restored on exit."""
-
-    def __init__(self, session: InitSession):
-        self.session = session
-        self.outer = None
-
-    def __enter__(self):
-        self.outer = current_session()
-        _local.session = self.session
-        return self.session
-
-    def __exit__(self, *exc):
-        _local.session = self.outer
-        return False
+            init_many_(floating, seed=self.seed)
+            for _, p in entries:
+                if not p.tensor.is_floating_point():
+                    p.tensor.fill_(p.spec.value)
+            for _, p in entries:
+                for op in p.ops:
+                    op.func(*op.args, **op.kwargs)

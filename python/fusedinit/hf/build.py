@@ -1,60 +1,35 @@
 """`from_config`: build a transformers model without paying for its initialization twice.
 
 Stock `from_config` builds on CPU with torch's constructor init (every nn.Linear runs
-kaiming_uniform_), then transformers' pass overwrites it all. Here the model is built with its
-parameters on the meta device (constructor init costs nothing; buffers such as rotary
-frequencies are computed for real), parameters are allocated directly on `device` (no CPU copy
-for a GPU target), then the model's own init pass runs recorded and batched - one op call per
-device - and weights are tied."""
+kaiming_uniform_), then transformers' pass overwrites it all. Here the model is built under
+`torch.device("meta")` (a thread-local function mode: constructor init costs nothing, and
+nothing process-wide is touched), its tensors are allocated directly on `device` (no CPU copy
+for a GPU target), then the model's own init pass - which in transformers 5 initializes every
+parameter and buffer, as `from_pretrained` relies on for missing keys - runs recorded and
+batched (engine.py): one op call per device. Weights are tied last."""
 from __future__ import annotations
 
-import contextlib
 import inspect
 from typing import Optional
 
 import torch
 from torch import nn
 
-from .patch import recording
+from .._seed import resolve_seed
+from ..engine import recording
 
 
-@contextlib.contextmanager
-def _parameters_on_meta():
-    """Parameters registered inside are moved to the meta device (buffers stay real)."""
-    original = nn.Module.register_parameter
-
-    def register_parameter(self, name, param):
-        if param is not None and param.device.type != "meta":
-            meta = type(param)(param.to("meta"), requires_grad=param.requires_grad)
-            meta.__dict__.update(param.__dict__)
-            param = meta
-        original(self, name, param)
-
-    nn.Module.register_parameter = register_parameter
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = original
-
-
-def _no_init_weights():
-    try:
-        from transformers.initialization import no_init_weights  # transformers >= 5
-    except ImportError:
-        from transformers.modeling_utils import no_init_weights
-    return no_init_weights()
-
-
-def materialize_(model: nn.Module, device: torch.device, progress: bool = False) -> None:
-    """Allocate every meta parameter on `device` (uninitialized; tied parameters stay one
-    tensor) and move buffers there."""
+def materialize_(model: nn.Module, device: torch.device, progress: bool = False,
+                 parameters: bool = True) -> None:
+    """Allocate every meta parameter (with parameters=True) and meta buffer on `device`
+    (uninitialized; tied parameters stay one tensor) and move other buffers there."""
     from tqdm.auto import tqdm
 
     made = {}
     modules = list(model.modules())
     for module in tqdm(modules, desc="materialize", disable=not progress, leave=False):
         for name, param in list(module._parameters.items()):
-            if param is None or param.device.type != "meta":
+            if not parameters or param is None or param.device.type != "meta":
                 continue
             if id(param) not in made:
                 real = type(param)(torch.empty_like(param, device=device),
@@ -63,8 +38,27 @@ def materialize_(model: nn.Module, device: torch.device, progress: bool = False)
                 made[id(param)] = real
             module._parameters[name] = made[id(param)]
         for name, buf in list(module._buffers.items()):
-            if buf is not None and buf.device != device:
+            if buf is not None and buf.device.type == "meta":
+                module._buffers[name] = torch.empty_like(buf, device=device)
+            elif buf is not None and buf.device != device:
                 module._buffers[name] = buf.to(device)
+
+
+def _untie(model: nn.Module) -> None:
+    """Give each tied target (lm_head.weight, ...) its own meta parameter for the init pass, as
+    stock transformers initializes before tying: the pass then initializes the source alone
+    (its padding row stays zero), the target's write costs nothing (meta tensors are not
+    written), and tie_weights shares the source again afterwards."""
+    for target in getattr(model, "all_tied_weights_keys", None) or {}:
+        owner, _, leaf = target.rpartition(".")
+        try:
+            module = model.get_submodule(owner)
+        except AttributeError:
+            continue
+        param = module._parameters.get(leaf)
+        if param is not None:
+            module._parameters[leaf] = nn.Parameter(torch.empty_like(param, device="meta"),
+                                                    requires_grad=param.requires_grad)
 
 
 def _shard_fsdp2(model: nn.Module, mesh) -> None:
@@ -80,16 +74,20 @@ def _shard_fsdp2(model: nn.Module, mesh) -> None:
 
 
 def _from_config_sharded(model: nn.Module, device: torch.device, mesh, seed) -> nn.Module:
-    """Record the model's init rules on the meta device (nothing allocated), shard it with
-    FSDP2 on `mesh`, allocate each rank's shards on `device`, then write every shard - each
-    element gets its value in the unsharded tensor - in one op call per device."""
-    from .._seed import resolve_seed
+    """Record the model's init rules with its parameters on the meta device (nothing allocated;
+    buffers are real and initialized by the pass), shard it with FSDP2 on `mesh`, allocate each
+    rank's shards on `device`, then write every shard - each element gets its value in the
+    unsharded tensor - in one op call per device."""
     from ..api import init_many_
 
-    seed = resolve_seed(seed, None)
-    with recording(model, seed, record_only=True) as session:
+    materialize_(model, device, parameters=False)
+    _untie(model)
+    with recording(model, seed) as session:
         model.initialize_weights()
-    specs = session.specs_by_name()
+    if session.deferred_on_meta:
+        raise RuntimeError(f"fusedinit.from_config: the init pass of {session.deferred_on_meta[:5]} "
+                           "runs ops on drawn values that cannot be recorded on the meta device")
+    specs = session.written
     model.tie_weights()
     buffers = {name: b for name, b in model.named_buffers()}
     _shard_fsdp2(model, mesh)
@@ -129,7 +127,8 @@ def from_config(config, *, model_class=None, device=None, dtype: Optional[torch.
     if dtype is not None:
         kwargs[dtype_keyword(build)] = dtype
     steps = tqdm(total=4, desc="fusedinit.from_config", disable=not progress)
-    with _parameters_on_meta(), _no_init_weights():
+    seed = resolve_seed(seed, None)
+    with torch.device("meta"):
         model = build(config, **kwargs)
     steps.update()
     if device_mesh is not None:
@@ -138,6 +137,7 @@ def from_config(config, *, model_class=None, device=None, dtype: Optional[torch.
         steps.close()
         return model
     materialize_(model, device, progress)
+    _untie(model)
     steps.update()
     for module in model.modules():  # nothing was initialized: let the pass see every module
         module.__dict__.pop("_is_hf_initialized", None)

@@ -5,25 +5,25 @@ weights N(0, std^2) and biases zero, Embedding N(0, std^2) with its padding row 
 weights one and biases zero; other module types (LSTM, MultiheadAttention, rotary buffers) go
 to transformers' own base method. std comes from the config as transformers takes it.
 
-Batching: inside a recording pass (patch_transformers, from_config) the writes join its queue.
-Otherwise, during an `initialize_weights` pass of a model whose `_init_weights` is exactly this
-function, writes are queued and flushed when that `initialize_weights` returns: one op call
-per device. When a subclass overrides `_init_weights` (it may
-write after calling this one) each call writes immediately, so the override's writes land last."""
+Batching: inside a recording pass (patch_transformers, from_config, fusedinit.fuse) the writes
+join its queue and go out as one op call per device when the pass ends. Outside one, each call
+writes at once, with one seed per init pass of the model, drawn at the pass's first call (a
+pass visits each module once), so values do not depend on the order modules are visited in."""
 from __future__ import annotations
 
-import sys
 import threading
-from typing import Optional
+import weakref
 
 from torch import nn
 
 from .._seed import resolve_seed
+from ..engine import current_session
 from ..modules import base_rules
-from ..session import InitSession, current_session
-from .patch import models_on_stack
+from ..session import InitSession
 
-_local = threading.local()
+# model -> (seed, ids of the modules visited) of its unbatched pass in progress.
+_passes: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
 
 
 def config_std(config) -> float:
@@ -38,55 +38,53 @@ def config_std(config) -> float:
     return getattr(text, "initializer_range", 0.02)
 
 
-def _pass_session(model) -> Optional[InitSession]:
-    """The queue of the running pass when batching is safe (no override of _init_weights).
-    It is flushed when the pass's `initialize_weights` frame returns: a profile hook (chained
-    to any profiler already set) watches for that one return, whatever transformers skips."""
-    if type(model)._init_weights is not fused_init_weights:
-        return None
-    # The innermost initialize_weights running on this thread: its model is the pass's root.
-    root, frame = next(models_on_stack("initialize_weights"), (None, None))
-    if root is None:
-        return None
-    state = getattr(_local, "pass_state", None)
-    if state is not None and state[1] is frame:
-        return state[0]
-    session = InitSession(root, resolve_seed(None, None))
-    _local.pass_state = (session, frame)
-    previous = sys.getprofile()
-
-    def end_of_pass(f, event, arg):
-        if previous is not None:
-            previous(f, event, arg)
-        if f is frame and event == "return":
-            sys.setprofile(previous)
-            _local.pass_state = None
-            session.flush()
-
-    sys.setprofile(end_of_pass)
-    return session
-
-
 def fused_init_weights(self, module: nn.Module) -> None:
     """Drop-in for `PreTrainedModel._init_weights` (see the module docstring)."""
     from transformers import PreTrainedModel
 
+    session = current_session()
+    seed = None if session is not None else _pass_seed(self, module)
     rules = base_rules(module, config_std(self.config))
     if rules is None:
         PreTrainedModel._init_weights(self, module)
         return
     # Tensors a user loaded (or transformers marked, e.g. tied copies) are never written.
     rules = [(t, spec) for t, spec in rules if not getattr(t, "_is_hf_initialized", False)]
-    session = current_session()
-    owned = None if session is not None else _pass_session(self)
-    target = session or owned or InitSession(self, resolve_seed(None, None))
-    real = [(t, spec) for t, spec in rules if t.device.type != "meta"]
-    if any(t.is_floating_point() and target.name_of(t) is None for t, _ in real):
-        # Not tensors of the model being initialized (e.g. a module resize_token_embeddings is
-        # about to attach): transformers' own code handles the module.
-        PreTrainedModel._init_weights(self, module)
+    if session is not None:
+        _queue(self, module, session, rules)
         return
-    for t, spec in real:
-        target.queue(t, spec)
-    if target is not session and owned is None:
-        target.flush()
+    # No recording: write now, with the pass's seed.
+    session = InitSession(self, seed)
+    rules = [(t, spec) for t, spec in rules if t.device.type != "meta"]
+    if _queue(self, module, session, rules):
+        session.flush()
+
+
+def _pass_seed(model, module: nn.Module) -> int:
+    """The seed of `model`'s current unbatched pass, drawn at its first call. A pass visits
+    each module once: a module seen again starts a new pass (with a new seed), and the call
+    for the model itself, which transformers makes last when it makes it, ends the pass."""
+    with _lock:
+        seed, seen = _passes.get(model, (None, set()))
+        if seed is None or id(module) in seen:
+            seed, seen = resolve_seed(None, None), set()
+        seen.add(id(module))
+        if module is model:
+            _passes.pop(model, None)
+        else:
+            _passes[model] = (seed, seen)
+    return seed
+
+
+def _queue(self, module: nn.Module, session: InitSession, rules: list) -> bool:
+    """Queue the rules; False (and transformers' own code handles the module) if some floating
+    tensor is not one of the model being initialized (e.g. a module resize_token_embeddings is
+    about to attach)."""
+    from transformers import PreTrainedModel
+
+    if any(t.is_floating_point() and session.name_of(t) is None for t, _ in rules):
+        PreTrainedModel._init_weights(self, module)
+        return False
+    for t, spec in rules:
+        session.queue(t, spec)
+    return True

@@ -1,0 +1,470 @@
+"""The one owner of init-write interception: `recording(module, seed)` and `fuse`.
+
+While a recording is open on this thread (or task), a TorchDispatchMode sees every aten op.
+`normal_`, `uniform_`, `fill_` and `zero_` on a whole parameter or buffer of the module are
+queued (session.py; a later write to the same tensor replaces the earlier one); `zero_` of one
+row of a tensor with a pending normal becomes its padding row. Chains of ops that init code
+issues on a freshly queued tensor are folded into one spec when the result is exactly the
+contract's values for that spec (torch's and timm's trunc_normal_, normal_ scaled and
+shifted). Every other op that touches memory with a pending write is a barrier: the queue
+is written first (deferred chain ops replayed on the written values), then the op runs - so the
+code sees exactly the values it would have seen had every write run at once, with the random
+values drawn from the contract.
+
+Nothing here is process-wide: the current recording is a ContextVar (restored by token) and
+dispatch / function modes live on the thread's own mode stacks; no module attribute is swapped.
+"""
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import math
+from collections import deque
+from contextlib import contextmanager
+from typing import Dict, Iterator, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from ._seed import resolve_seed
+from .session import DeferredOp, InitSession, Pending, storage_of, tensor_key
+from .sharding import is_dtensor
+from .specs import Constant, Normal, TruncNormal, Uniform
+
+aten = torch.ops.aten
+
+_current: contextvars.ContextVar[Optional[InitSession]] = contextvars.ContextVar(
+    "fusedinit_recording", default=None)
+
+
+def current_session() -> Optional[InitSession]:
+    """The recording open in this context (thread / task), if any."""
+    return _current.get()
+
+
+def _arg(args, kwargs, index, name, default):
+    return args[index] if len(args) > index else kwargs.get(name, default)
+
+
+def _spec(func, args, kwargs):
+    """The spec an in-place init op asks for, or None (not one, or parameters fusedinit rejects,
+    or an explicit torch generator: the code asked for torch's stream, not the contract's)."""
+    if kwargs.get("generator") is not None:
+        return None
+    try:
+        if func is aten.normal_.default:
+            return Normal(_arg(args, kwargs, 1, "mean", 0.0), _arg(args, kwargs, 2, "std", 1.0))
+        if func is aten.uniform_.default:
+            return Uniform(_arg(args, kwargs, 1, "from", 0.0), _arg(args, kwargs, 2, "to", 1.0))
+        if func is aten.fill_.Scalar:
+            return Constant(args[1])
+        if func is aten.zero_.default:
+            return Constant(0.0)
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
+_WRITES = {aten.normal_.default, aten.uniform_.default, aten.fill_.Scalar, aten.zero_.default}
+
+
+def _writes_plus_zero(spec) -> bool:
+    """The write is +0.0: what a padding row holds (-0.0 is a different value)."""
+    return isinstance(spec, Constant) and spec.value == 0.0 and math.copysign(1.0, spec.value) > 0
+
+
+def _is_view(func) -> bool:
+    """Ops that return an alias without writing (select, view, detach, ...): no data is read."""
+    returns = func._schema.returns
+    return bool(returns) and all(r.alias_info is not None and not r.alias_info.is_write
+                                 for r in returns)
+
+
+class _BoundHints(TorchFunctionMode):
+    """torch's trunc_normal_ rounds its bounds to the tensor's dtype (`tensor.new_tensor(a)`)
+    before comparing: the exact a and b are only visible here, one level above dispatch."""
+
+    def __init__(self):
+        super().__init__()
+        self.hints: Dict[tuple, deque] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.new_tensor and len(args) >= 2 and isinstance(args[1], float) \
+                and isinstance(args[0], torch.Tensor):
+            key = tensor_key(args[0])
+            if key is not None:
+                self.hints.setdefault(key, deque(maxlen=2)).append(args[1])
+        return func(*args, **kwargs)
+
+
+# -- chains ------------------------------------------------------------------------------------
+# Init code often builds one distribution from several in-place ops on a freshly drawn tensor.
+# Such a chain on a queued tensor is folded into one spec only where the folded spec's contract
+# values are exactly what the chain would compute from the contract's values of its first op
+# (or where the chain *is* a distribution, as trunc_normal_'s ops are); an unfinished chain is
+# kept as deferred ops, replayed on the written values, so nothing is ever approximated.
+
+def _scalar(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _step(func, args, kwargs):
+    """('erfinv',), ('mul', k), ('add', m), ('clamp', a, b): the chain step an op is, or None."""
+    if func is aten.erfinv_.default and len(args) == 1 and not kwargs:
+        return ("erfinv",)
+    if func in (aten.mul_.Tensor, aten.mul_.Scalar) and len(args) == 2 and not kwargs \
+            and _scalar(args[1]):
+        return ("mul", float(args[1]))
+    if func in (aten.add_.Tensor, aten.add_.Scalar) and len(args) == 2 and _scalar(args[1]) \
+            and kwargs.get("alpha", 1) == 1:
+        return ("add", float(args[1]))
+    if func is aten.clamp_.default:
+        lo, hi = _arg(args, kwargs, 1, "min", None), _arg(args, kwargs, 2, "max", None)
+        if len(args) <= 3 and _scalar(lo) and _scalar(hi):
+            return ("clamp", float(lo), float(hi))
+    return None
+
+
+def _norm_cdf(x: float) -> float:
+    """As torch's (<= 2.12) and timm's trunc_normal_ compute it, so their bounds are recovered
+    bit for bit."""
+    return (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0
+
+
+def _erfinv_chain(u: Uniform, s: float, m: float, a: float, b: float) -> Optional[TruncNormal]:
+    """uniform_(2l-1, 2u-1), erfinv_, mul_(std*sqrt(2)), add_(mean), clamp_(a, b) is
+    trunc_normal_(mean, std, a, b) when l = Phi((a-mean)/std), u = Phi((b-mean)/std): std is
+    recovered from the product exactly, then every bound is checked."""
+    if not s > 0:
+        return None
+    root2 = math.sqrt(2.0)
+    guess = s / root2
+    for std in (guess, math.nextafter(guess, 0.0), math.nextafter(guess, math.inf)):
+        if std * root2 != s:
+            continue
+        if 2 * _norm_cdf((a - m) / std) - 1 == u.a and 2 * _norm_cdf((b - m) / std) - 1 == u.b:
+            try:
+                return TruncNormal(m, std, a, b)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _f32(x: float) -> np.float32:
+    return np.float32(x)
+
+
+def _same_probabilities(old: TruncNormal, new: TruncNormal) -> bool:
+    return all(_f32(x) == _f32(y) for x, y in zip(old.params()[4:], new.params()[4:]))
+
+
+def _trunc_scaled(spec: TruncNormal, k: float) -> Optional[TruncNormal]:
+    """TruncNormal(0, 1, a, b) then mul_(k) on float32: k * clamp(z, A, B) rounds to
+    clamp(R(K z), R(K A), R(K B)) (monotone), the contract's TruncNormal(0, k, k a, k b) when
+    its float32 bounds and CDF bounds are those."""
+    try:
+        new = TruncNormal(0.0, k, k * spec.a, k * spec.b, stream=spec.stream)
+    except (TypeError, ValueError):
+        return None
+    K = _f32(k)
+    if _f32(K * _f32(spec.a)) != _f32(new.a) or _f32(K * _f32(spec.b)) != _f32(new.b):
+        return None
+    return new if _same_probabilities(spec, new) else None
+
+
+def _trunc_shifted(spec: TruncNormal, m: float) -> Optional[TruncNormal]:
+    """TruncNormal(0, s, a, b) then add_(m) on float32: TruncNormal(m, s, a + m, b + m) under
+    the same conditions as _trunc_scaled."""
+    try:
+        new = TruncNormal(m, spec.std, spec.a + m, spec.b + m, stream=spec.stream)
+    except (TypeError, ValueError):
+        return None
+    M = _f32(m)
+    if _f32(_f32(spec.a) + M) != _f32(new.a) or _f32(_f32(spec.b) + M) != _f32(new.b):
+        return None
+    return new if _same_probabilities(spec, new) else None
+
+
+# Below this scale a product with z could underflow to a signed zero, where the contract's
+# `mean + std * z` gives +0.
+_SMALLEST_SCALE = 2.0 ** -100
+
+
+def _next(p: Pending, op: DeferredOp) -> Optional[tuple]:
+    """(spec, ops) after `step` on the pending write `p`, or None (not foldable: a barrier)."""
+    spec, ops, step = p.spec, p.ops, op.step
+    kinds = tuple(o.step[0] for o in ops)
+    exact32 = p.tensor.dtype == torch.float32 and not ops
+    if step[0] == "erfinv":
+        if isinstance(spec, Uniform) and not ops:
+            return spec, [op]
+    elif step[0] == "mul":
+        k = step[1]
+        if isinstance(spec, Uniform) and kinds == ("erfinv",):
+            return spec, ops + [op]
+        if exact32 and k >= _SMALLEST_SCALE and _f32(k) >= _SMALLEST_SCALE:
+            if isinstance(spec, Normal) and spec.padding_idx is None and spec.mean == 0 \
+                    and spec.std == 1:
+                return dataclasses.replace(spec, std=k), []
+            if isinstance(spec, TruncNormal) and spec.mean == 0 and spec.std == 1:
+                new = _trunc_scaled(spec, k)
+                return (new, []) if new is not None else None
+    elif step[0] == "add":
+        m = step[1]
+        if isinstance(spec, Uniform) and kinds == ("erfinv", "mul"):
+            return spec, ops + [op]
+        if exact32 and isinstance(spec, Normal) and spec.padding_idx is None \
+                and spec.mean == 0:
+            try:
+                return dataclasses.replace(spec, mean=m), []
+            except (TypeError, ValueError):
+                return None
+        if exact32 and isinstance(spec, TruncNormal) and spec.mean == 0:
+            new = _trunc_shifted(spec, m)
+            return (new, []) if new is not None else None
+    elif step[0] == "clamp":
+        if isinstance(spec, Uniform) and kinds == ("erfinv", "mul", "add"):
+            new = _erfinv_chain(spec, ops[1].step[1], ops[2].step[1], step[1], step[2])
+            if new is not None:
+                return dataclasses.replace(new, stream=spec.stream), []
+    return None
+
+
+class _LazyMasks:
+    """torch's trunc_normal_ (2.13+) draws normal_(mean, std), then rejects with
+    `(t < lo) | (t > hi)` and `.any()`: it *is* trunc_normal_ when nothing is outside, which
+    the folded TruncNormal guarantees. The comparisons on a queued normal therefore return
+    masks whose values are not computed yet; `.any()` of the pair folds the write into a
+    TruncNormal and the masks become all False (what they are for those values). Any other use
+    of a mask, or of the tensor, writes the queue first and gives the masks their real values."""
+
+    def __init__(self, session: InitSession, hints: Dict[tuple, deque]):
+        self.session, self.hints = session, hints
+        self.by_storage: Dict[tuple, dict] = {}
+
+    def on(self, key) -> bool:
+        return any(r["key"] == key for r in self.by_storage.values())
+
+    def touched(self, tensors) -> bool:
+        return bool(self.by_storage) and any(storage_of(t) in self.by_storage for t in tensors)
+
+    def _record(self, t):
+        return self.by_storage.get(storage_of(t))
+
+    def create(self, p: Pending, key, kind: str, lo: float, hi: float) -> torch.Tensor:
+        mask = torch.empty(p.tensor.shape, dtype=torch.bool, device=p.tensor.device)
+        self.by_storage[storage_of(mask)] = dict(mask=mask, key=key, source=p.tensor, kind=kind,
+                                                 lo=lo, hi=hi)
+        return mask
+
+    def combine(self, func, args, kwargs):
+        """(handled, result) for `lt | gt` and `.any()` of the rejection test."""
+        if func is aten.bitwise_or.Tensor and len(args) == 2 and not kwargs:
+            r1, r2 = self._record(args[0]), self._record(args[1])
+            if r1 and r2 and r1["key"] == r2["key"] and {r1["kind"], r2["kind"]} == {"lt", "gt"}:
+                lt, gt = (r1, r2) if r1["kind"] == "lt" else (r2, r1)
+                p = self.session.pending.get(lt["key"])
+                if p is not None and args[0] is r1["mask"] and args[1] is r2["mask"]:
+                    return True, self.create(p, lt["key"], "outside", lt["lo"], gt["hi"])
+        if func is aten.any.default and len(args) == 1 and not kwargs:
+            r = self._record(args[0])
+            if r and r["kind"] == "outside" and args[0] is r["mask"] and self._fold(r):
+                return True, torch.zeros((), dtype=torch.bool, device=args[0].device)
+        return False, None
+
+    def _exact_bound(self, key, rounded: float, dtype) -> float:
+        """The bound torch's code was given (it compares with it rounded to the dtype)."""
+        for x in self.hints.get(key, ()):
+            if torch.tensor(x, dtype=dtype).item() == rounded:
+                return x
+        return rounded
+
+    def _fold(self, r) -> bool:
+        key = r["key"]
+        p = self.session.pending.get(key)
+        if p is None or p.ops or not isinstance(p.spec, Normal) or p.spec.padding_idx is not None:
+            return False
+        dtype = p.tensor.dtype
+        a, b = self._exact_bound(key, r["lo"], dtype), self._exact_bound(key, r["hi"], dtype)
+        try:
+            new = TruncNormal(p.spec.mean, p.spec.std, a, b, stream=p.spec.stream)
+        except (TypeError, ValueError):
+            return False
+        # Every value lies in [round(f32(a)), round(f32(b))]: inside [lo, hi] as torch compares.
+        low = torch.tensor(float(_f32(a)), dtype=torch.float32).to(dtype).item()
+        high = torch.tensor(float(_f32(b)), dtype=torch.float32).to(dtype).item()
+        if not (r["lo"] <= low and high <= r["hi"]):
+            return False
+        p.spec = new
+        for s, other in list(self.by_storage.items()):
+            if other["key"] == key:
+                other["mask"].fill_(False)
+                del self.by_storage[s]
+        return True
+
+    def pending_reads(self) -> list:
+        records = list(self.by_storage.values())
+        self.by_storage.clear()
+        return records
+
+    def resolve(self, records) -> None:
+        """Masks get their real values (called once the queue is written)."""
+        with torch.no_grad():
+            for r in records:
+                t = r["source"]
+                if r["kind"] == "lt":
+                    value = torch.lt(t, r["lo"])
+                elif r["kind"] == "gt":
+                    value = torch.gt(t, r["hi"])
+                else:
+                    value = torch.lt(t, r["lo"]) | torch.gt(t, r["hi"])
+                r["mask"].copy_(value)
+
+    def clear(self) -> None:
+        self.by_storage.clear()
+
+
+def _fold(session: InitSession, masks: _LazyMasks, func, args, kwargs):
+    """(handled, result) for an op on exactly a queued tensor that continues a foldable chain."""
+    t = args[0] if args else None
+    if not isinstance(t, torch.Tensor) or is_dtensor(t):
+        return False, None
+    key = tensor_key(t)
+    p = session.pending.get(key) if key is not None else None
+    if p is None:
+        return False, None
+    if func in (aten.lt.Scalar, aten.gt.Scalar) and len(args) == 2 and not kwargs \
+            and _scalar(args[1]) and not p.ops and isinstance(p.spec, Normal) \
+            and p.spec.padding_idx is None:
+        bound = float(args[1])
+        kind = "lt" if func is aten.lt.Scalar else "gt"
+        return True, masks.create(p, key, kind, bound, bound)
+    if masks.on(key):  # the masks describe the values before this op
+        return False, None
+    step = _step(func, args, kwargs)
+    if step is None:
+        return False, None
+    after = _next(p, DeferredOp(step, func, args, kwargs))
+    if after is None:
+        return False, None
+    p.spec, p.ops = after
+    return True, t
+
+
+class _Interceptor(TorchDispatchMode):
+    def __init__(self, session: InitSession, hints: _BoundHints):
+        super().__init__()
+        self.session = session
+        self.masks = _LazyMasks(session, hints.hints)
+        # Rows (dim 0) of sharded (DTensor) parameters handed out as meta placeholders: a
+        # DTensor select on a sharded dim would gather the whole tensor. id -> (param, row).
+        self.rows = {}
+
+    def flush(self) -> None:
+        """Write the queue, then give every lazy mask its real value."""
+        records = self.masks.pending_reads()
+        self.session.flush()
+        self.masks.resolve(records)
+
+    def _row_of_dtensor(self, func, args):
+        if func is not aten.select.int or not is_dtensor(args[0]) or len(args) < 3:
+            return None
+        if args[1] != 0 or self.session.name_of(args[0]) is None:
+            return None
+        param, row = args[0], args[2] % args[0].shape[0]
+        placeholder = torch.empty(param.shape[1:], dtype=param.dtype, device="meta")
+        self.rows[id(placeholder)] = (placeholder, param, row)
+        return placeholder
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        session, masks = self.session, self.masks
+        placeholder = self._row_of_dtensor(func, args)
+        if placeholder is not None:
+            return placeholder
+        if self.rows and any(id(t) in self.rows for t in tree_leaves((args, kwargs))):
+            return self._row_op(func, args, kwargs)
+        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        if func in _WRITES and args and isinstance(args[0], torch.Tensor):
+            spec = _spec(func, args, kwargs)
+            if spec is not None:
+                if masks.on(tensor_key(args[0])):
+                    self.flush()  # the masks describe the values about to be replaced
+                if session.queue(args[0], spec):
+                    return args[0]
+                if _writes_plus_zero(spec) and session.zero_row(args[0]):
+                    return args[0]
+        if masks.touched(tensors):
+            handled, result = masks.combine(func, args, kwargs)
+            if handled:
+                return result
+        elif tensors and session.touches_pending(tensors[0]):
+            handled, result = _fold(session, masks, func, args, kwargs)
+            if handled:
+                return result
+        if not _is_view(func) and (masks.touched(tensors)
+                                   or any(session.touches_pending(t) for t in tensors)):
+            dest = args[0] if func is aten.copy_.default else None
+            if dest is not None and not masks.touched(tensors) \
+                    and not masks.on(tensor_key(dest)) \
+                    and not any(session.touches_pending(t) for t in tensors[1:]) \
+                    and session.drop(dest) and not session.touches_pending(dest):
+                pass  # the copy overwrites a whole pending tensor: its write is not needed
+            else:
+                self.flush()
+        return func(*args, **kwargs)
+
+    def _row_op(self, func, args, kwargs):
+        """zero_ of a sharded parameter's row: its pending normal's padding row."""
+        _, param, row = self.rows[id(args[0])]
+        if _writes_plus_zero(_spec(func, args, kwargs)) and self.session.pad_row(param, row):
+            return args[0]
+        raise RuntimeError(f"fusedinit: {func} on a row of a sharded parameter during init is "
+                           "not supported (only zeroing a padding row is); initialize with "
+                           "fusedinit.from_config(..., device_mesh=...) instead")
+
+
+@contextmanager
+def recording(root: nn.Module, seed: int, prefix: str = "") -> Iterator[InitSession]:
+    """Record and batch every init write made inside to `root`'s parameters and buffers (named
+    `prefix` + name); write them when the block exits - one op call per device. If the block
+    raises, the queued writes are dropped (nothing more is written) and the error propagates."""
+    session = InitSession(root, seed, prefix)
+    token = _current.set(session)
+    hints = _BoundHints()
+    interceptor = _Interceptor(session, hints)
+    try:
+        with hints, interceptor:
+            yield session
+    except BaseException:
+        session.discard()
+        interceptor.masks.clear()
+        raise
+    finally:
+        _current.reset(token)
+    interceptor.flush()
+
+
+@contextmanager
+def fuse(module: nn.Module, *, seed: Optional[int] = None,
+         generator: Optional[torch.Generator] = None) -> Iterator[nn.Module]:
+    """`with fusedinit.fuse(model): <any init code>` - every init write the code makes to
+    `model`'s parameters and buffers is queued and written when the block exits, in one op call
+    per device, each parameter on the stream of its fully qualified name (param_stream), with
+    one seed (`seed`, or drawn once from `generator` / torch's default generator). The values
+    equal what the code computes when its random draws come from the contract (docs/rng.md):
+    folded chains get the folded spec's values, anything else runs as written on them. Nothing
+    queued is written if the block raises. DTensor parameters: each rank writes its shards."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    seed = resolve_seed(seed, generator)
+    with recording(module, seed):
+        yield module
+
+
+__all__ = ["fuse", "recording", "current_session"]

@@ -1,0 +1,201 @@
+"""fusedinit.fuse: any init code inside, every write to the module queued and written in one op
+call per device with the contract's values; chains folded only where exact, run as written on
+the contract's values otherwise; nothing written when the block raises."""
+import functools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import fusedinit
+from conftest import assert_bitwise_equal
+from fusedinit import param_stream
+
+SEED = 1234
+# Bound before anything could patch torch.nn.init: the engine must see through it.
+EARLY_TRUNC = functools.partial(nn.init.trunc_normal_, std=0.02)
+
+
+@pytest.fixture
+def op_calls(monkeypatch):
+    """Number of tensors in each fusedinit op call."""
+    calls = []
+    real = fusedinit._ops.init_
+
+    def spy(tensors, *args):
+        calls.append(len(tensors))
+        return real(tensors, *args)
+
+    monkeypatch.setattr(fusedinit._ops, "init_", spy)
+    return calls
+
+
+def contract(fill, shape, name, *args, dtype=torch.float32, **kwargs):
+    """What fusedinit writes for `name` with SEED."""
+    return fill(torch.empty(shape, dtype=dtype), *args, seed=SEED, stream=param_stream(name),
+                **kwargs)
+
+
+def erfinv_trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
+    """The inverse-CDF trunc_normal_ of torch <= 2.12 (and timm's copy), op for op."""
+    def norm_cdf(x):
+        return (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0
+
+    with torch.no_grad():
+        lo, hi = norm_cdf((a - mean) / std), norm_cdf((b - mean) / std)
+        tensor.uniform_(2 * lo - 1, 2 * hi - 1)
+        tensor.erfinv_()
+        tensor.mul_(std * math.sqrt(2.0))
+        tensor.add_(mean)
+        tensor.clamp_(min=a, max=b)
+    return tensor
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(64, 16, padding_idx=3)
+        self.q = nn.Linear(16, 16)
+        self.k = nn.Linear(16, 16)
+        self.v = nn.Linear(16, 24)
+        self.o = nn.Linear(24, 16)
+        self.rot = nn.Linear(16, 16, bias=False)
+        self.norm = nn.LayerNorm(16)
+        self.bn = nn.BatchNorm1d(16)
+
+    @torch.no_grad()
+    def init(self):
+        nn.init.trunc_normal_(self.q.weight, std=0.02)          # torch's rejection sampler
+        EARLY_TRUNC(self.k.weight)                              # a partial bound at import
+        erfinv_trunc_normal_(self.v.weight, std=0.02, a=-0.04, b=0.04)
+        self.o.weight.data.normal_().mul_(0.05).add_(0.01)      # normal_ scaled and shifted
+        nn.init.kaiming_uniform_(self.q.bias.view(1, -1), a=math.sqrt(5))
+        nn.init.zeros_(self.k.bias)
+        nn.init.orthogonal_(self.rot.weight)                    # runs as written
+        nn.init.normal_(self.embed.weight, std=0.02)
+        self.embed.weight[self.embed.padding_idx].zero_()
+        nn.init.ones_(self.norm.weight)
+        self.bn.reset_running_stats()
+
+
+def test_fuse_writes_the_contracts_values_in_one_op_call(op_calls):
+    net = Net()
+    torch.manual_seed(0)
+    with fusedinit.fuse(net, seed=SEED):
+        net.init()
+    assert op_calls == [10], "one op call for every queued write"
+    tn = fusedinit.trunc_normal_
+    assert_bitwise_equal(net.q.weight.detach(), contract(tn, (16, 16), "q.weight", 0.0, 0.02))
+    assert_bitwise_equal(net.k.weight.detach(), contract(tn, (16, 16), "k.weight", 0.0, 0.02))
+    assert_bitwise_equal(net.v.weight.detach(),
+                         contract(tn, (24, 16), "v.weight", 0.0, 0.02, -0.04, 0.04))
+    assert_bitwise_equal(net.o.weight.detach(),
+                         contract(fusedinit.normal_, (16, 24), "o.weight", 0.01, 0.05))
+    bound = 1 / math.sqrt(16)  # kaiming_uniform_(a=sqrt(5)) on a (1, 16) view: U(-1/4, 1/4)
+    assert_bitwise_equal(net.q.bias.detach(), contract(fusedinit.uniform_, (16,), "q.bias",
+                                                       -bound, bound))
+    emb = contract(fusedinit.normal_, (64, 16), "embed.weight", 0.0, 0.02, padding_idx=3)
+    assert_bitwise_equal(net.embed.weight.detach(), emb)
+    assert (net.k.bias == 0).all() and (net.norm.weight == 1).all()
+    assert int(net.bn.num_batches_tracked) == 0 and (net.bn.running_var == 1).all()
+    torch.manual_seed(0)
+    expected = nn.init.orthogonal_(torch.empty(16, 16))
+    assert_bitwise_equal(net.rot.weight.detach(), expected, "orthogonal_ runs as torch runs it")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_torch_trunc_normal_is_one_trunc_normal(dtype, op_calls):
+    lin = nn.Linear(32, 48).to(dtype)
+    with fusedinit.fuse(lin, seed=SEED):
+        nn.init.trunc_normal_(lin.weight, mean=0.01, std=0.5)
+    assert op_calls == [1]
+    expected = contract(fusedinit.trunc_normal_, (48, 32), "weight", 0.01, 0.5, dtype=dtype)
+    assert_bitwise_equal(lin.weight.detach(), expected)
+
+
+def test_timm_trunc_normal_variants():
+    timm_init = pytest.importorskip("timm.layers.weight_init")
+    lin = nn.Linear(32, 48)
+    lin2 = nn.Linear(32, 48)
+    seq = nn.Sequential(lin, lin2)
+    with fusedinit.fuse(seq, seed=SEED):
+        timm_init.trunc_normal_(lin.weight, std=0.02)
+        timm_init.trunc_normal_tf_(lin2.weight, std=0.5, a=-2.0, b=2.0)
+    assert_bitwise_equal(lin.weight.detach(),
+                         contract(fusedinit.trunc_normal_, (48, 32), "0.weight", 0.0, 0.02))
+    # trunc_normal_tf_: TruncNormal(0, 1, a, b) then * std: bounds scaled with it.
+    assert_bitwise_equal(lin2.weight.detach(), contract(fusedinit.trunc_normal_, (48, 32),
+                                                        "1.weight", 0.0, 0.5, -1.0, 1.0))
+
+
+def test_unfinished_chains_run_on_the_contracts_values(op_calls):
+    """uniform_ then erfinv_ only, a normal_ scaled by a negative number, a normal_ then read:
+    the queued values are written and the rest runs exactly as torch runs it."""
+    a, b, c = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+    seq = nn.Sequential(a, b, c)
+    with fusedinit.fuse(seq, seed=SEED):
+        a.weight.data.uniform_(-0.5, 0.5).erfinv_()
+        b.weight.data.normal_().mul_(-0.25)
+        c.weight.data.normal_(0.0, 2.0)
+        negative = c.weight < 0                    # a comparison that is not a trunc_normal_
+        c.bias.data.copy_(negative[0].float())
+    uni = contract(fusedinit.uniform_, (8, 8), "0.weight", -0.5, 0.5)
+    assert_bitwise_equal(a.weight.detach(), torch.erfinv(uni))
+    assert_bitwise_equal(b.weight.detach(), contract(fusedinit.normal_, (8, 8), "1.weight") * -0.25)
+    cw = contract(fusedinit.normal_, (8, 8), "2.weight", 0.0, 2.0)
+    assert_bitwise_equal(c.weight.detach(), cw)
+    assert torch.equal(negative, cw < 0) and torch.equal(c.bias.detach(), (cw[0] < 0).float())
+
+
+def test_rejection_path_of_narrow_trunc_normal_runs_on_contract_uniforms():
+    """torch's trunc_normal_ with little mass inside [a, b] samples uniform_(a, b) and rejects:
+    the first draw is the contract's, the rest is torch's own code."""
+    lin = nn.Linear(64, 64)
+    with fusedinit.fuse(lin, seed=SEED):
+        nn.init.trunc_normal_(lin.weight, mean=0.0, std=1.0, a=-0.1, b=0.1)
+    w = lin.weight.detach()
+    assert float(w.min()) >= -0.1 and float(w.max()) <= 0.1
+
+
+def test_nothing_is_written_when_the_block_raises():
+    lin = nn.Linear(8, 8)
+    before = {k: v.clone() for k, v in lin.state_dict().items()}
+    with pytest.raises(KeyError):
+        with fusedinit.fuse(lin, seed=SEED):
+            nn.init.normal_(lin.weight)
+            nn.init.zeros_(lin.bias)
+            raise KeyError("init failed")
+    for k, v in lin.state_dict().items():
+        assert_bitwise_equal(v, before[k], k)
+
+
+def test_fuse_checks_its_arguments():
+    with pytest.raises(TypeError, match="module"):
+        with fusedinit.fuse(torch.empty(3)):
+            pass
+    with pytest.raises(TypeError, match="generator"):
+        with fusedinit.fuse(nn.Linear(2, 2), generator=3):
+            pass
+
+
+def test_seed_from_generator_is_drawn_once():
+    gen = torch.Generator().manual_seed(5)
+    lin = nn.Linear(8, 8)
+    with fusedinit.fuse(lin, generator=gen):
+        nn.init.normal_(lin.weight)
+        nn.init.normal_(lin.bias)
+    seed = fusedinit._seed.resolve_seed(None, torch.Generator().manual_seed(5))
+    expected = fusedinit.normal_(torch.empty(8), seed=seed, stream=param_stream("bias"))
+    assert_bitwise_equal(lin.bias.detach(), expected)
+
+
+def test_init_module_validates_everything_before_writing():
+    """A bad rule found after a BatchNorm leaves its integer buffer untouched."""
+    model = nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 4))
+    model[0].num_batches_tracked.fill_(5)
+    model[0].running_mean.fill_(3.0)
+    with pytest.raises(ValueError, match="std"):
+        fusedinit.init_module_(model, std=-1.0, seed=1)
+    assert int(model[0].num_batches_tracked) == 5
+    assert (model[0].running_mean == 3.0).all()
