@@ -199,3 +199,31 @@ def test_init_module_validates_everything_before_writing():
         fusedinit.init_module_(model, std=-1.0, seed=1)
     assert int(model[0].num_batches_tracked) == 5
     assert (model[0].running_mean == 3.0).all()
+
+
+def test_dtensor_parameters_one_rank(tmp_path, op_calls):
+    """DTensor parameters are queued by their local shard; torch's trunc_normal_ folds on them
+    too (its masks are sharded like the tensor); each rank writes its shards in one op call."""
+    dist = pytest.importorskip("torch.distributed")
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    if not dist.is_available() or dist.is_initialized():
+        pytest.skip("needs torch.distributed and no process group yet")
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0,
+                            world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        lin = nn.Linear(16, 32)
+        for name in ("weight", "bias"):
+            sharded = distribute_tensor(getattr(lin, name).detach(), mesh, [Shard(0)])
+            setattr(lin, name, nn.Parameter(sharded))
+        with fusedinit.fuse(lin, seed=SEED):
+            nn.init.trunc_normal_(lin.weight, std=0.02)
+            lin.bias.data.normal_().mul_(0.5)
+        assert op_calls == [2]
+        weight, bias = lin.weight.full_tensor(), lin.bias.full_tensor()
+    finally:
+        dist.destroy_process_group()
+    assert_bitwise_equal(weight, contract(fusedinit.trunc_normal_, (32, 16), "weight", 0.0, 0.02))
+    assert_bitwise_equal(bias, contract(fusedinit.normal_, (32,), "bias", 0.0, 0.5))

@@ -257,7 +257,8 @@ class _LazyMasks:
         return self.by_storage.get(storage_of(t))
 
     def create(self, p: Pending, key, kind: str, lo: float, hi: float) -> torch.Tensor:
-        mask = torch.empty(p.tensor.shape, dtype=torch.bool, device=p.tensor.device)
+        # empty_like keeps a DTensor's placements: the mask is sharded as the tensor is.
+        mask = torch.empty_like(p.tensor, dtype=torch.bool)
         self.by_storage[storage_of(mask)] = dict(mask=mask, key=key, source=p.tensor, kind=kind,
                                                  lo=lo, hi=hi)
         return mask
@@ -332,7 +333,7 @@ class _LazyMasks:
 def _fold(session: InitSession, masks: _LazyMasks, func, args, kwargs):
     """(handled, result) for an op on exactly a queued tensor that continues a foldable chain."""
     t = args[0] if args else None
-    if not isinstance(t, torch.Tensor) or is_dtensor(t):
+    if not isinstance(t, torch.Tensor):
         return False, None
     key = tensor_key(t)
     p = session.pending.get(key) if key is not None else None
