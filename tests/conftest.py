@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import fusedinit
+import fusedinit.testing
 
 BITS_VIEW = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
@@ -29,8 +30,8 @@ def require_extension():
 @pytest.fixture
 def cpu_isa():
     """Switch the CPU kernel variant for one test, then restore the automatic choice."""
-    yield lambda name: torch.ops.fusedinit.set_cpu_isa(name)
-    torch.ops.fusedinit.set_cpu_isa("auto")
+    yield lambda name: fusedinit.testing.set_cpu_isa(name)
+    fusedinit.testing.set_cpu_isa("auto")
 
 
 def isas():
@@ -38,9 +39,9 @@ def isas():
     names = []
     for name in ("generic", "avx2", "avx512"):
         try:
-            torch.ops.fusedinit.set_cpu_isa(name)
+            fusedinit.testing.set_cpu_isa(name)
             names.append(name)
         except (RuntimeError, ValueError):
             pass
-    torch.ops.fusedinit.set_cpu_isa("auto")
+    fusedinit.testing.set_cpu_isa("auto")
     return names

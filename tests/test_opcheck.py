@@ -25,18 +25,18 @@ def test_opcheck_init_with_index_map():
 
 def test_opcheck_emulated_cuda():
     args = init_args(torch.bfloat16)
-    torch.library.opcheck(torch.ops.fusedinit.emulate_cuda_init_.default, args + (3, 32, [0, 0, 0, 3, 0, 0, 8, 2, 9]))
+    torch.library.opcheck(torch.ops.fusedinit_testing.emulate_cuda_init_.default, args + (3, 32, [0, 0, 0, 3, 0, 0, 8, 2, 9]))
 
 
 def test_opcheck_philox():
     counters = torch.randint(0, 2**32, (8, 4), dtype=torch.int64)
     keys = torch.randint(0, 2**32, (8, 2), dtype=torch.int64)
-    torch.library.opcheck(torch.ops.fusedinit.philox4x32_10.default, (counters, keys))
+    torch.library.opcheck(torch.ops.fusedinit_testing.philox4x32_10.default, (counters, keys))
 
 
 def test_opcheck_transform_words():
     words = torch.randint(0, 2**32, (64,), dtype=torch.int64)
-    torch.library.opcheck(torch.ops.fusedinit.transform_words.default, (words, 0, [0.0, 1.0, 0, 0, 0, 0]))
+    torch.library.opcheck(torch.ops.fusedinit_testing.transform_words.default, (words, 0, [0.0, 1.0, 0, 0, 0, 0]))
 
 
 def test_kernels_registered_per_dispatch_key():

@@ -2,7 +2,6 @@
 // split into chunks that any thread may take, so many small tensors cost one parallel region.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/MemoryOverlap.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/SmallVector.h>
 #include <c10/util/irange.h>
@@ -41,7 +40,7 @@ struct Target {
   char* data;
   int64_t numel;
   bool contiguous;
-  std::vector<int64_t> sizes, strides;  // for strided destinations
+  c10::SmallVector<int64_t, 6> sizes, strides;  // strided destinations only (no heap use)
   int64_t pad_begin, pad_end;           // logical index range of the padding row (maybe empty)
   int64_t offset, run, run_stride;      // placement in a larger logical tensor (index_map)
 };
@@ -102,8 +101,8 @@ void run_range(const BlockKernels& k, uint64_t seed, const Target& t, int64_t be
   float buf[kStrided];
   Job zeros = t.job;
   zeros.kind = kConstant;  // no uniform bound fix-up on the zeros
-  for (int64_t i = begin; i < end; i += kStrided) {
-    const int64_t n = std::min(run_end(t, i, end) - i, kStrided);
+  for (int64_t i = begin, n = 0; i < end; i += n) {  // a buffer never spans two runs
+    n = std::min(run_end(t, i, end) - i, kStrided);
     if (zero) {
       std::memset(buf, 0, sizeof(float) * static_cast<size_t>(n));
     } else {
@@ -134,8 +133,6 @@ void init_cpu(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double
     const at::Tensor& t = tensors[i];
     TORCH_CHECK(t.device().is_cpu(), "fusedinit: tensors[", i, "] is on ", t.device(),
                 ", expected cpu");
-    TORCH_CHECK(at::has_internal_overlap(t) != at::MemOverlap::Yes, "fusedinit: tensors[", i,
-                "] has elements that share memory (e.g. an expanded tensor); clone it first");
     Target tg;
     tg.job.kind = kinds[i];
     for (int p = 0; p < kParamsPerTensor; ++p) {
@@ -147,8 +144,10 @@ void init_cpu(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double
     if (tg.numel == 0) continue;
     tg.data = static_cast<char*>(t.data_ptr());
     tg.contiguous = t.is_contiguous();
-    tg.sizes = t.sizes().vec();
-    tg.strides = t.strides().vec();
+    if (!tg.contiguous) {
+      tg.sizes.assign(t.sizes().begin(), t.sizes().end());
+      tg.strides.assign(t.strides().begin(), t.strides().end());
+    }
     tg.pad_begin = tg.pad_end = 0;
     tg.offset = tg.run = tg.run_stride = 0;
     if (index_map.has_value()) {
@@ -219,6 +218,9 @@ at::Tensor transform_words_cpu(const at::Tensor& words, int64_t kind, at::ArrayR
 
 TORCH_LIBRARY_IMPL(fusedinit, CPU, m) {
   m.impl("init_", &cpu::init_cpu);
+}
+
+TORCH_LIBRARY_IMPL(fusedinit_testing, CPU, m) {
   m.impl("philox4x32_10", &cpu::philox_cpu);
   m.impl("transform_words", &cpu::transform_words_cpu);
 }

@@ -27,34 +27,46 @@ bool cpu_has(const char* isa) {
   return false;
 }
 
-BlockKernels best() {
-  if (cpu_has("avx512")) return avx512_kernels();
-  if (cpu_has("avx2")) return avx2_kernels();
-  return generic_kernels();
+// One immutable table per variant; the active one is an atomic pointer to it, so a switch
+// (set_isa, tests only) racing with an init call never hands that call a half-copied table.
+const BlockKernels* variant(const std::string& n) {
+  static const BlockKernels generic = generic_kernels(), avx2 = avx2_kernels(),
+                            avx512 = avx512_kernels();
+  if (n == "avx512") return &avx512;
+  if (n == "avx2") return &avx2;
+  return &generic;
 }
 
-BlockKernels& active() {
-  static BlockKernels k = best();
+const BlockKernels* best() {
+  if (cpu_has("avx512")) return variant("avx512");
+  if (cpu_has("avx2")) return variant("avx2");
+  return variant("generic");
+}
+
+std::atomic<const BlockKernels*>& active() {
+  static std::atomic<const BlockKernels*> k{best()};
   return k;
 }
 
 }  // namespace
 
-const BlockKernels& active_kernels() { return active(); }
+const BlockKernels& active_kernels() { return *active().load(std::memory_order_acquire); }
 
 const char* set_isa(const char* name) {
   const std::string n(name);
+  const BlockKernels* chosen = nullptr;
   if (n == "auto") {
-    active() = best();
+    chosen = best();
   } else if (n == "generic") {
-    active() = generic_kernels();
+    chosen = variant(n);
   } else if (n == "avx2" || n == "avx512") {
     if (!cpu_has(name)) throw std::invalid_argument("this CPU cannot run the " + n + " kernels");
-    active() = n == "avx2" ? avx2_kernels() : avx512_kernels();
+    chosen = variant(n);
   } else {
     throw std::invalid_argument("unknown CPU ISA '" + n + "' (auto, generic, avx2, avx512)");
   }
-  return active().name;
+  active().store(chosen, std::memory_order_release);
+  return chosen->name;
 }
 
 }  // namespace cpu

@@ -1,5 +1,5 @@
 // The CUDA kernel's thread body run on the host over an emulated grid: every (block, thread)
-// pair of the launch in turn. Registered for CPU tensors as fusedinit::emulate_cuda_init_ so
+// pair of the launch in turn. Registered for CPU tensors as fusedinit_testing::emulate_cuda_init_ so
 // tests compare the CUDA code path with the reference bit for bit without a GPU.
 #include <c10/util/Exception.h>
 #include <torch/library.h>
@@ -34,7 +34,7 @@ void emulate_cuda_init_(at::TensorList tensors, at::IntArrayRef kinds, at::Array
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fusedinit, CPU, m) {
+TORCH_LIBRARY_IMPL(fusedinit_testing, CPU, m) {
   m.impl("emulate_cuda_init_", &emulate_cuda_init_);
 }
 

@@ -1,63 +1,68 @@
-"""Thin layer over torch.ops.fusedinit: loads the compiled library, registers fake kernels
-(so the ops trace under torch.compile) and says which devices have a compiled kernel."""
+"""Thin layer over torch.ops.fusedinit: loads the compiled library (and its fake kernels, so
+the op traces under torch.compile) and says which devices have a compiled kernel."""
 from __future__ import annotations
 
 import warnings
+from itertools import chain
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 
 try:
     from . import _C  # noqa: F401  (loading it registers torch.ops.fusedinit.*)
 
-    EXTENSION_ERROR: Exception | None = None
+    EXTENSION_ERROR: Optional[Exception] = None
 except ImportError as exc:  # a source checkout without a build: the reference still works
     EXTENSION_ERROR = exc
 
 HAS_EXTENSION = EXTENSION_ERROR is None
 
 if HAS_EXTENSION:
+    from . import _meta  # noqa: F401  (the module the library names for its fake kernels)
 
-    @torch.library.register_fake("fusedinit::init_")
-    def _init_fake(tensors, kinds, params, streams, padding_rows, seed, index_map=None):
-        return None
 
-    @torch.library.register_fake("fusedinit::emulate_cuda_init_")
-    def _emulate_fake(tensors, kinds, params, streams, padding_rows, seed, grid, block,
-                      index_map=None):
-        return None
+class Placement(NamedTuple):
+    """Where a tensor sits in a larger logical tensor: its element i (row-major) has logical
+    index offset + (i // run) * run_stride + i % run (run 0: offset + i) - runs of `run`
+    consecutive logical indices, `run_stride` apart. The op's index_map holds one per tensor."""
 
-    @torch.library.register_fake("fusedinit::philox4x32_10")
-    def _philox_fake(counters, keys):
-        return counters.new_empty(counters.shape)
+    offset: int = 0
+    run: int = 0
+    run_stride: int = 0
 
-    @torch.library.register_fake("fusedinit::transform_words")
-    def _transform_fake(words, kind, params):
-        return words.new_empty(words.shape, dtype=torch.float32)
 
+WHOLE = Placement()
 
 _DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
+# Asked once, at import: registrations do not change afterwards, and torch.compile cannot
+# trace the dispatcher query.
+_HAS_KERNEL = {device_type: HAS_EXTENSION and torch._C._dispatch_has_kernel_for_dispatch_key(
+    "fusedinit::init_", key) for device_type, key in _DISPATCH_KEYS.items()}
 
 
 def has_kernel(device_type: str) -> bool:
     """Whether fusedinit::init_ has a compiled kernel for this device type."""
-    if not HAS_EXTENSION or device_type not in _DISPATCH_KEYS:
-        return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key("fusedinit::init_",
-                                                          _DISPATCH_KEYS[device_type])
+    return _HAS_KERNEL.get(device_type, False)
 
 
-def init_(tensors, kinds, params, streams, padding_rows, seed: int, placements=None) -> None:
+def init_(tensors: Sequence[torch.Tensor], kinds: Sequence[int], params: Sequence[float],
+          streams: Sequence[int], padding_rows: Sequence[int], seed: int,
+          placements: Optional[Sequence[Placement]] = None) -> None:
     """One op call for a list of tensors on one device (streams and seed as uint64;
-    placements: one (offset, run, run_stride) per tensor, or None)."""
-    torch.ops.fusedinit.init_(tensors, kinds, params, [_as_int64(s) for s in streams],
-                              padding_rows, _as_int64(seed), index_map(placements))
+    placements: one Placement per tensor, or None)."""
+    streams = [s if s < _I64 else s - _U64 for s in streams]  # as _as_int64, inline: per tensor
+    torch.ops.fusedinit.init_(tensors, kinds, params, streams, padding_rows, _as_int64(seed),
+                              index_map(placements))
 
 
-def index_map(placements):
-    """The op's index_map argument: the placements flattened, or None when all are (0, 0, 0)."""
-    if placements is None or not any(any(p) for p in placements):
+def index_map(placements: Optional[Sequence[Placement]]) -> Optional[list]:
+    """The op's index_map argument: the placements flattened, or None when all are WHOLE."""
+    if placements is None or placements.count(WHOLE) == len(placements):
         return None
-    return [x for p in placements for x in p]
+    return list(chain.from_iterable(placements))
+
+
+_I64, _U64 = 1 << 63, 1 << 64
 
 
 def _as_int64(x: int) -> int:

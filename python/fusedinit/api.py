@@ -1,29 +1,34 @@
 """Public tensor API: in place, no autograd, returns the tensor, like torch.nn.init.
 
 Every function is a thin case of `init_many_`, which checks everything first (so bad input
-leaves every tensor untouched), resolves the seed once and makes one op call per device.
+leaves every tensor and the torch RNG untouched), then resolves the seed once and makes one op
+call per device. The writes are in-place writes as far as autograd is concerned (versions
+bumped), made under no_grad like torch.nn.init's.
 """
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Optional, Sequence, Tuple
+from itertools import chain
+from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
 from . import _ops, reference, sharding
+from ._ops import WHOLE, Placement
+from ._overlap import byte_range, has_internal_overlap, shared_memory_pairs
 from ._seed import resolve_seed
-from .specs import SPECS, Constant, Normal, TruncNormal, Uniform
+from .specs import LARGEST, SPECS, Constant, Normal, TruncNormal, Uniform, check_dtype
 
 CONSTANT_ZERO = Constant(0.0)
 
-SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+SUPPORTED_DTYPES = tuple(LARGEST)
 BACKENDS = (None, "cpu", "cuda", "triton", "reference")
 
 
 def normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, *,
             padding_idx: Optional[int] = None, seed: Optional[int] = None, stream: int = 0,
             generator: Optional[torch.Generator] = None, backend: Optional[str] = None,
-            global_shape=None, global_offset=None):
+            global_shape=None, global_offset=None) -> torch.Tensor:
     """Fill with N(mean, std^2); with `padding_idx`, that row of dim 0 is exactly zero and every
     other row gets exactly the values it would get without it. `tensor` may be a DTensor, or
     (global_shape, global_offset) may say it is that block of a larger logical tensor: either
@@ -36,7 +41,7 @@ def normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, *,
 
 def uniform_(tensor: torch.Tensor, a: float = 0.0, b: float = 1.0, *, seed: Optional[int] = None,
              stream: int = 0, generator: Optional[torch.Generator] = None,
-             backend: Optional[str] = None, global_shape=None, global_offset=None):
+             backend: Optional[str] = None, global_shape=None, global_offset=None) -> torch.Tensor:
     """Fill with U[a, b) (DTensors and global_shape / global_offset as in normal_)."""
     init_many_([(tensor, Uniform(a, b, stream=stream), global_shape, global_offset)], seed=seed,
                generator=generator, backend=backend)
@@ -46,62 +51,148 @@ def uniform_(tensor: torch.Tensor, a: float = 0.0, b: float = 1.0, *, seed: Opti
 def trunc_normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0,
                   b: float = 2.0, *, seed: Optional[int] = None, stream: int = 0,
                   generator: Optional[torch.Generator] = None, backend: Optional[str] = None,
-                  global_shape=None, global_offset=None):
+                  global_shape=None, global_offset=None) -> torch.Tensor:
     """Fill with N(mean, std^2) truncated to the absolute bounds [a, b] (as torch.nn.init)."""
     init_many_([(tensor, TruncNormal(mean, std, a, b, stream=stream), global_shape,
                  global_offset)], seed=seed, generator=generator, backend=backend)
     return tensor
 
 
+class Entry(NamedTuple):
+    """One tensor of an op call: what to write and where it sits in its logical tensor."""
+
+    tensor: torch.Tensor
+    kind: int
+    params: Tuple[float, ...]
+    stream: int
+    padding_row: int  # row of dim 0 written as zeros, -1: none
+    placement: Placement
+
+
 def init_many_(items: Iterable[Tuple[torch.Tensor, object]], *, seed: Optional[int] = None,
-               generator: Optional[torch.Generator] = None, backend: Optional[str] = None):
+               generator: Optional[torch.Generator] = None,
+               backend: Optional[str] = None) -> List[torch.Tensor]:
     """Initialize every (tensor, spec) pair with one shared seed: one op call per device.
     An item may also be (tensor, spec, global_shape, global_offset) for a hand-made shard;
-    DTensors are written shard by shard (each rank its local block, no communication)."""
+    DTensors are written shard by shard (each rank its local block, no communication).
+
+    Everything is checked before the seed is drawn and before anything is written, so a
+    failing call leaves every tensor and the torch RNG untouched."""
     items = list(items)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
-    plans = [p for i, item in enumerate(items) for p in _plan(i, item)]
-    seed = resolve_seed(seed, generator)
     groups = defaultdict(list)
-    for plan in plans:
-        tensor = plan[0]
-        if tensor.device.type == "meta" or tensor.numel() == 0:
-            continue  # nothing to write: meta tensors are returned unchanged
-        groups[tensor.device].append(plan)
+    cpu = groups[_CPU]
+    for entry in plan_items(items):
+        tensor = entry.tensor
+        if tensor.is_cpu:  # (asked first: a torch.device per tensor costs more than the check)
+            if tensor.numel():
+                cpu.append(entry)
+        elif not tensor.is_meta and tensor.numel():  # meta tensors are returned unchanged
+            groups[tensor.device].append(entry)
+    if not cpu:
+        del groups[_CPU]
+    impls = {device: _choose(device, backend) for device in groups}
+    seed = resolve_seed(seed, generator)
     with torch.no_grad():
         for device, group in groups.items():
-            _run(device, group, seed, backend)
+            _run(impls[device], group, seed)
     return [item[0] for item in items]
 
 
-def _plan(index: int, item) -> list:
-    """Check one item; returns [(tensor, kind, params, stream, padding_row, placement)]:
-    one entry, or the pieces of a shard (sharding.py)."""
+_CPU = torch.device("cpu")
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+_FAST_SPECS = (Normal, Uniform, TruncNormal, Constant)
+
+
+def plan_items(items: Sequence) -> List[Entry]:
+    """Check every item and the items together (no two may share memory); returns the op
+    entries. Under torch.compile the checks Dynamo cannot trace are left to the op (C++)."""
+    compiling = torch.compiler.is_compiling()
+    entries: List[Entry] = []
+    written: List[torch.Tensor] = []
+    ranges: List[Tuple[int, int, int]] = []
+    inference_mode = compiling or torch.is_inference_mode_enabled()  # (Dynamo cannot ask)
+    for index, item in enumerate(items):
+        # The common item - a dense, contiguous plain tensor and a spec without padding - is
+        # checked inline: the per-tensor cost is what a model with 10^5 parameters pays.
+        if (type(item) is tuple and len(item) == 2 and type(item[0]) in _PLAIN
+                and type(item[1]) in _FAST_SPECS and not compiling):
+            tensor, spec = item
+            largest = LARGEST.get(tensor.dtype)
+            if (largest is not None and spec.largest_value <= largest and spec.padding_idx is None
+                    and tensor.is_contiguous() and tensor.layout == torch.strided
+                    and not tensor.is_nested and (inference_mode or not tensor.is_inference())):
+                entries.append(Entry(tensor, spec.kind, spec.op_params, spec.stream, -1, WHOLE))
+                written.append(tensor)
+                nbytes = tensor.nbytes
+                if nbytes and not tensor.is_meta:
+                    begin = tensor.data_ptr()
+                    ranges.append((begin, begin + nbytes, index))
+                continue
+        local, item_entries = _check_item(index, item, compiling)
+        entries.extend(item_entries)
+        written.append(local)
+        if not compiling and local.numel() and not local.is_meta:
+            ranges.append(byte_range(local) + (index,))
+    if len(ranges) > 1:
+        pairs = shared_memory_pairs(written, ranges)
+        if pairs:
+            i, j = pairs[0]
+            raise RuntimeError(f"items[{i}] and items[{j}] share memory (the same tensor twice, "
+                               "or overlapping views): each element must be written once")
+    return entries
+
+
+def _plan(index: int, item) -> List[Entry]:
+    """The op entries of one item: one, or the pieces of a shard (sharding.py)."""
+    return _check_item(index, item, torch.compiler.is_compiling())[1]
+
+
+def _check_item(index: int, item, compiling: bool) -> Tuple[torch.Tensor, List[Entry]]:
+    """Check one item; returns (the local tensor written, its entries)."""
     if not isinstance(item, (tuple, list)) or len(item) not in (2, 4):
         raise TypeError(f"items[{index}] must be a (tensor, spec) pair or a (tensor, spec, "
                         "global_shape, global_offset) tuple")
     tensor, spec = item[0], item[1]
     global_shape, global_offset = (item[2], item[3]) if len(item) == 4 else (None, None)
     where = f"items[{index}]" if index else "tensor"
-    if sharding.is_dtensor(tensor):
+    if type(tensor) not in _PLAIN and sharding.is_dtensor(tensor):
         if global_shape is not None or global_offset is not None:
             raise ValueError(f"{where} is a DTensor: its placements give its global shape and "
                              "offset; do not pass global_shape / global_offset")
-        tensor, global_shape, global_offset = sharding.dtensor_block(tensor, where)
+        tensor, global_shape, blocks = sharding.dtensor_blocks(tensor, where)
+    else:
+        blocks = None
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{where} must be a torch.Tensor, got {type(tensor).__name__}")
     if not isinstance(spec, SPECS):
         raise TypeError(f"spec of {where} must be one of Normal, Uniform, TruncNormal, Constant; "
                         f"got {type(spec).__name__}")
-    if tensor.dtype not in SUPPORTED_DTYPES:
+    # Layout first: the other checks (and their messages) assume a dense tensor.
+    if tensor.layout != torch.strided or tensor.is_nested:
+        what = "a nested tensor" if tensor.is_nested else f"layout {tensor.layout}"
+        raise TypeError(f"{where} has {what}; fusedinit fills dense (strided) tensors (for a "
+                        "sparse or nested tensor, initialize its values())")
+    largest = LARGEST.get(tensor.dtype)
+    if largest is None:
         raise TypeError(f"{where} has dtype {tensor.dtype}; fusedinit fills float32, float64, "
                         f"bfloat16 and float16 tensors")
-    if torch._debug_has_internal_overlap(tensor) == 1:
-        raise RuntimeError(f"{where} has elements that share memory (e.g. an expanded tensor); "
-                           "in-place initialization would be ill-defined, clone it first")
-    global_shape, global_offset = sharding.check_block(tensor, global_shape, global_offset, where)
+    if spec.largest_value > largest:
+        check_dtype(spec, tensor.dtype, where)
+    if not compiling:  # the op checks these itself (op_args.h)
+        if tensor.is_inference() and not torch.is_inference_mode_enabled():
+            raise RuntimeError(f"{where} is an inference tensor: in-place update to an inference "
+                               "tensor outside InferenceMode is not allowed (clone it first)")
+        if not tensor.is_contiguous() and has_internal_overlap(tensor):
+            raise RuntimeError(f"{where} has elements that share memory (e.g. an expanded or "
+                               "unfolded view); in-place initialization would be ill-defined, "
+                               "clone it first")
     padding_row = -1
+    if blocks is None and (global_shape is not None or global_offset is not None):
+        global_shape, global_offset = sharding.check_block(tensor, global_shape, global_offset,
+                                                           where)
+        blocks = [(tensor, global_offset)]
     if spec.padding_idx is not None:
         if tensor.dim() == 0:
             raise IndexError(f"padding_idx needs a tensor with at least one dimension ({where})")
@@ -111,27 +202,33 @@ def _plan(index: int, item) -> list:
                              f"{rows} ({where})")
         padding_row = spec.padding_idx % rows
     if global_shape is None:
-        return [(tensor, spec.kind, spec.params(), spec.stream, padding_row, (0, 0, 0))]
+        return tensor, [Entry(tensor, spec.kind, spec.op_params, spec.stream, padding_row, WHOLE)]
     out = []
-    for view, placement, row, zero in sharding.pieces(tensor, global_shape, global_offset,
-                                                      padding_row):
-        kind, params = (CONSTANT_ZERO.kind, CONSTANT_ZERO.params()) if zero else (spec.kind, spec.params())
-        out.append((view, kind, params, spec.stream, row, placement))
-    return out
+    for view, offset in blocks:
+        for piece in sharding.pieces(view, global_shape, offset, padding_row):
+            zero = piece.all_padding
+            out.append(Entry(piece.view, CONSTANT_ZERO.kind if zero else spec.kind,
+                             CONSTANT_ZERO.op_params if zero else spec.op_params, spec.stream,
+                             piece.padding_row, piece.placement))
+    return tensor, out
 
 
-def _run(device: torch.device, group: Sequence[tuple], seed: int, backend: Optional[str]):
-    impl = _choose(device, backend)
+def _run(impl: str, group: Sequence[Entry], seed: int) -> None:
     if impl == "reference":
-        for tensor, kind, params, stream, padding_row, placement in group:
-            reference.init_(tensor, kind=kind, params=params, seed=seed, stream=stream,
-                            padding_row=padding_row, placement=placement)
+        for e in group:
+            reference.init_(e.tensor, kind=e.kind, params=e.params, seed=seed, stream=e.stream,
+                            padding_row=e.padding_row, placement=e.placement)
         return
-    args = ([g[0] for g in group], [g[1] for g in group], [p for g in group for p in g[2]],
-            [g[3] for g in group], [g[4] for g in group], seed, [g[5] for g in group])
+    tensors, kinds, params, streams, padding_rows, placements = zip(*group)  # columns
+    args = (list(tensors), list(kinds), list(chain.from_iterable(params)), list(streams),
+            list(padding_rows), seed, list(placements))
     if impl == "triton":
         from . import triton as triton_backend
+
         triton_backend.init_(*args)
+        # The Triton kernel writes behind autograd's back: bump the versions as an in-place
+        # torch op does (the compiled op does it in C++).
+        torch.autograd.graph.increment_version(args[0])
     else:
         _ops.init_(*args)
 

@@ -15,6 +15,7 @@ from torch.utils import benchmark
 from tqdm import tqdm
 
 import fusedinit
+import fusedinit.testing
 
 OPS = {
     "normal": (lambda t: t.normal_(0.0, 0.02), lambda t: fusedinit.normal_(t, 0.0, 0.02, seed=1)),
@@ -77,7 +78,7 @@ def run(args):
                                  pct_roofline=100.0 * roof / t_fused, speedup=t_torch / t_fused))
             del t
     return dict(device=str(device), threads=threads, torch=torch.__version__,
-                cpu_isa=torch.ops.fusedinit.cpu_isa() if fusedinit.HAS_EXTENSION else None,
+                cpu_isa=fusedinit.testing.cpu_isa() if fusedinit.HAS_EXTENSION else None,
                 machine=platform.machine(), processor=platform.processor(),
                 date=datetime.datetime.now().isoformat(timespec="seconds"), rows=rows)
 

@@ -7,6 +7,8 @@ import struct
 from dataclasses import dataclass
 from typing import Optional
 
+import torch
+
 from ._kinds import CONSTANT, NORMAL, TRUNC_NORMAL, UNIFORM
 from ._seed import check_u64
 
@@ -23,6 +25,37 @@ def _real(name: str, value) -> float:
     if abs(x) >= _F32_LIMIT:
         raise ValueError(f"{name} = {x} overflows float32, in which fusedinit computes")
     return x
+
+
+def _largest_z() -> float:
+    """Largest |z| the standard normal transform gives (at the smallest word: ~6.23, docs/rng.md),
+    from the reference itself so the bound follows the contract."""
+    from . import reference
+
+    words = torch.tensor([0, 0x80000000], dtype=torch.int64)
+    return float(reference.standard_normal(words).abs().max())
+
+
+Z_MAX = _largest_z()
+
+
+LARGEST = {dtype: torch.finfo(dtype).max
+           for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)}
+
+
+def _finish(spec) -> None:
+    """Compute once what every use of the spec needs (a call may pass it for 10^5 tensors)."""
+    object.__setattr__(spec, "op_params", tuple(spec.params()))
+    object.__setattr__(spec, "largest_value", spec.bound())
+
+
+def check_dtype(spec, dtype: torch.dtype, where: str) -> None:
+    """Refuse a spec whose values would not be finite in `dtype` (torch refuses them too)."""
+    largest = LARGEST[dtype]
+    bound = spec.largest_value
+    if bound > largest:
+        raise ValueError(f"{spec} can produce values of magnitude up to {bound:.6g}, beyond the "
+                         f"largest finite {dtype} ({largest:.6g}): {where} would get inf")
 
 
 def f32(x: float) -> float:
@@ -52,8 +85,14 @@ class Normal:
                                              or not isinstance(self.padding_idx, int)):
             raise TypeError(f"padding_idx must be an int or None, got {type(self.padding_idx).__name__}")
         object.__setattr__(self, "stream", check_u64("stream", self.stream))
+        _finish(self)
 
     kind = NORMAL
+
+    def bound(self) -> float:
+        """Largest |value| this spec can produce (float32 rounding is monotone, so the bound
+        computed from the float32 parameters holds for the kernels' values)."""
+        return abs(f32(self.mean)) + f32(self.std) * Z_MAX
 
     def params(self):
         return [self.mean, self.std, 0.0, 0.0, 0.0, 0.0]
@@ -75,9 +114,13 @@ class Uniform:
         if abs(f32(self.b) - f32(self.a)) >= _F32_LIMIT:
             raise ValueError(f"uniform range b - a = {self.b - self.a} overflows float32")
         object.__setattr__(self, "stream", check_u64("stream", self.stream))
+        _finish(self)
 
     kind = UNIFORM
     padding_idx = None
+
+    def bound(self) -> float:
+        return max(abs(f32(self.a)), abs(f32(self.b)))
 
     def params(self):
         return [self.a, self.b, 0.0, 0.0, 0.0, 0.0]
@@ -106,9 +149,16 @@ class TruncNormal:
                 f"no probability mass between a={self.a} and b={self.b} for N({self.mean}, "
                 f"{self.std}^2) at float32 resolution")
         object.__setattr__(self, "stream", check_u64("stream", self.stream))
+        _finish(self)
 
     kind = TRUNC_NORMAL
     padding_idx = None
+
+    def bound(self) -> float:
+        spread = f32(self.std) * Z_MAX
+        lo = max(f32(self.a), f32(self.mean) - spread)
+        hi = min(f32(self.b), f32(self.mean) + spread)
+        return max(abs(lo), abs(hi))
 
     def _probabilities(self):
         if self.std == 0:
@@ -131,13 +181,17 @@ class Constant:
     value: float = 0.0
 
     def __post_init__(self):
-        if isinstance(self.value, bool) or not hasattr(self.value, "__float__"):
-            raise TypeError(f"value must be a real number, got {type(self.value).__name__}")
-        object.__setattr__(self, "value", float(self.value))
+        # The same checks as the other specs' parameters: NaN payloads, infinities and values
+        # beyond float32 would differ between backends or overflow.
+        object.__setattr__(self, "value", _real("value", self.value))
+        _finish(self)
 
     kind = CONSTANT
     padding_idx = None
     stream = 0
+
+    def bound(self) -> float:
+        return abs(f32(self.value))
 
     def params(self):
         return [self.value, 0.0, 0.0, 0.0, 0.0, 0.0]

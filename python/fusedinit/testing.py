@@ -1,29 +1,65 @@
-"""Hooks for testing the GPU code paths on a machine without a GPU."""
+"""Hooks for testing: the ops of the `fusedinit_testing` library (Philox and the value
+transform on raw words, the CPU kernel variant switch, the CUDA thread body emulated on the
+host). They are kept out of the user-facing `torch.ops.fusedinit` namespace."""
 from __future__ import annotations
 
-from typing import Iterable, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 import torch
 
 from . import _ops
-from .api import _plan
+from .api import plan_items
 from ._seed import resolve_seed
 
 
+def _require_extension() -> None:
+    if not _ops.HAS_EXTENSION:
+        raise RuntimeError(f"fusedinit.testing needs the compiled extension ({_ops.EXTENSION_ERROR})")
+
+
+def philox4x32_10(counters: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Philox4x32-10 of (N, 4) counters under (N, 2) keys (uint32 values in int64 tensors)."""
+    _require_extension()
+    return torch.ops.fusedinit_testing.philox4x32_10(counters, keys)
+
+
+def transform_words(words: torch.Tensor, kind: int, params: List[float]) -> torch.Tensor:
+    """float32 values, before rounding to a dtype, of 32-bit words (int64 tensor) under the
+    active CPU kernel variant."""
+    _require_extension()
+    return torch.ops.fusedinit_testing.transform_words(words, kind, params)
+
+
+def cpu_isa() -> str:
+    """Name of the CPU kernel variant in use ("generic", "avx2" or "avx512")."""
+    _require_extension()
+    return torch.ops.fusedinit_testing.cpu_isa()
+
+
+def set_cpu_isa(name: str) -> str:
+    """Switch the CPU kernel variant ("auto", "generic", "avx2", "avx512"); returns the one
+    now active. Raises if this CPU cannot run it."""
+    _require_extension()
+    return torch.ops.fusedinit_testing.set_cpu_isa(name)
+
+
 def emulate_cuda_(items: Iterable[Tuple[torch.Tensor, object]], *, seed: Optional[int] = None,
-                  grid: int = 4, block: int = 256, generator: Optional[torch.Generator] = None):
+                  grid: int = 4, block: int = 256,
+                  generator: Optional[torch.Generator] = None) -> List[torch.Tensor]:
     """Run the CUDA kernel's thread body on the host over an emulated `grid` x `block` launch
     (CPU tensors): the same descriptor table, chunking and stores as on the device. Items may
     carry (global_shape, global_offset) as in init_many_."""
+    _require_extension()
     items = list(items)
-    plans = [p for i, item in enumerate(items) for p in _plan(i, item)]
+    entries = plan_items(items)
+    for entry in entries:
+        if entry.tensor.device.type != "cpu":
+            raise ValueError(f"emulate_cuda_ fills CPU tensors, got one on {entry.tensor.device}")
     seed = resolve_seed(seed, generator)
-    for tensor, *_ in plans:
-        if tensor.device.type != "cpu":
-            raise ValueError(f"emulate_cuda_ fills CPU tensors, got one on {tensor.device}")
     with torch.no_grad():
-        torch.ops.fusedinit.emulate_cuda_init_(
-            [p[0] for p in plans], [p[1] for p in plans], [x for p in plans for x in p[2]],
-            [_ops._as_int64(p[3]) for p in plans], [p[4] for p in plans], _ops._as_int64(seed),
-            grid, block, _ops.index_map([p[5] for p in plans]))
+        torch.ops.fusedinit_testing.emulate_cuda_init_(
+            [e.tensor for e in entries], [e.kind for e in entries],
+            [x for e in entries for x in e.params], [_ops._as_int64(e.stream) for e in entries],
+            [e.padding_row for e in entries], _ops._as_int64(seed), grid, block,
+            _ops.index_map([e.placement for e in entries]))
     return [item[0] for item in items]
