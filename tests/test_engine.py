@@ -139,6 +139,7 @@ def test_unfinished_chains_run_on_the_contracts_values(op_calls):
         b.weight.data.normal_().mul_(-0.25)
         c.weight.data.normal_(0.0, 2.0)
         negative = c.weight < 0                    # a comparison that is not a trunc_normal_
+        listed = negative.tolist()                 # read without a dispatched op
         c.bias.data.copy_(negative[0].float())
     uni = contract(fusedinit.uniform_, (8, 8), "0.weight", -0.5, 0.5)
     assert_bitwise_equal(a.weight.detach(), torch.erfinv(uni))
@@ -146,6 +147,7 @@ def test_unfinished_chains_run_on_the_contracts_values(op_calls):
     cw = contract(fusedinit.normal_, (8, 8), "2.weight", 0.0, 2.0)
     assert_bitwise_equal(c.weight.detach(), cw)
     assert torch.equal(negative, cw < 0) and torch.equal(c.bias.detach(), (cw[0] < 0).float())
+    assert listed == (cw < 0).tolist()
 
 
 def test_rejection_path_of_narrow_trunc_normal_runs_on_contract_uniforms():
@@ -227,3 +229,25 @@ def test_dtensor_parameters_one_rank(tmp_path, op_calls):
         dist.destroy_process_group()
     assert_bitwise_equal(weight, contract(fusedinit.trunc_normal_, (32, 16), "weight", 0.0, 0.02))
     assert_bitwise_equal(bias, contract(fusedinit.normal_, (32,), "bias", 0.0, 0.5))
+
+
+def test_other_torch_init_functions(op_calls):
+    """xavier / kaiming normal are one Normal each; sparse_, eye_ and dirac_ write the queue
+    first and run as written on the contract's values."""
+    m = nn.Sequential(*[nn.Linear(8, 8, bias=False) for _ in range(4)],
+                      nn.Conv1d(4, 4, 3, bias=False))
+    with fusedinit.fuse(m, seed=SEED):
+        nn.init.xavier_normal_(m[0].weight)
+        nn.init.kaiming_normal_(m[1].weight)
+        nn.init.sparse_(m[2].weight, 0.5, std=0.1)
+        nn.init.eye_(m[3].weight)
+        nn.init.dirac_(m[4].weight)
+    assert sum(op_calls) == 4  # the eye_ write is torch's own
+    assert_bitwise_equal(m[0].weight.detach(), contract(fusedinit.normal_, (8, 8), "0.weight",
+                                                        0.0, math.sqrt(2 / 16)))
+    assert_bitwise_equal(m[1].weight.detach(), contract(fusedinit.normal_, (8, 8), "1.weight",
+                                                        0.0, math.sqrt(2 / 8)))
+    sparse, drawn = m[2].weight.detach(), contract(fusedinit.normal_, (8, 8), "2.weight", 0.0, 0.1)
+    assert ((sparse == 0).sum(0) == 4).all() and torch.equal(sparse[sparse != 0], drawn[sparse != 0])
+    assert torch.equal(m[3].weight, torch.eye(8))
+    assert torch.equal(m[4].weight, nn.init.dirac_(torch.empty(4, 4, 3)))

@@ -21,7 +21,7 @@ import dataclasses
 import math
 from collections import deque
 from contextlib import contextmanager
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ._seed import resolve_seed
-from .session import DeferredOp, InitSession, Pending, storage_of, tensor_key
+from .session import DeferredOp, InitSession, Pending, tensor_key
 from .sharding import is_dtensor
 from .specs import Constant, Normal, TruncNormal, Uniform
 
@@ -94,7 +94,7 @@ class _BoundHints(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is torch.Tensor.new_tensor and len(args) >= 2 and isinstance(args[1], float) \
+        if func is torch.Tensor.new_tensor and len(args) >= 2 and _scalar(args[1]) \
                 and isinstance(args[0], torch.Tensor):
             key = tensor_key(args[0])
             if key is not None:
@@ -235,102 +235,42 @@ def _next(p: Pending, op: DeferredOp) -> Optional[tuple]:
     return None
 
 
-class _LazyMasks:
-    """torch's trunc_normal_ (2.13+) draws normal_(mean, std), then rejects with
-    `(t < lo) | (t > hi)` and `.any()`: it *is* trunc_normal_ when nothing is outside, which
-    the folded TruncNormal guarantees. The comparisons on a queued normal therefore return
-    masks whose values are not computed yet; `.any()` of the pair folds the write into a
-    TruncNormal and the masks become all False (what they are for those values). Any other use
-    of a mask, or of the tensor, writes the queue first and gives the masks their real values."""
-
-    def __init__(self, session: InitSession, hints: Dict[tuple, deque]):
-        self.session, self.hints = session, hints
-        self.by_storage: Dict[tuple, dict] = {}
-
-    def on(self, key) -> bool:
-        return any(r["key"] == key for r in self.by_storage.values())
-
-    def touched(self, tensors) -> bool:
-        return bool(self.by_storage) and any(storage_of(t) in self.by_storage for t in tensors)
-
-    def _record(self, t):
-        return self.by_storage.get(storage_of(t))
-
-    def create(self, p: Pending, key, kind: str, lo: float, hi: float) -> torch.Tensor:
-        # empty_like keeps a DTensor's placements: the mask is sharded as the tensor is.
-        mask = torch.empty_like(p.tensor, dtype=torch.bool)
-        self.by_storage[storage_of(mask)] = dict(mask=mask, key=key, source=p.tensor, kind=kind,
-                                                 lo=lo, hi=hi)
-        return mask
-
-    def combine(self, func, args, kwargs):
-        """(handled, result) for `lt | gt` and `.any()` of the rejection test."""
-        if func is aten.bitwise_or.Tensor and len(args) == 2 and not kwargs:
-            r1, r2 = self._record(args[0]), self._record(args[1])
-            if r1 and r2 and r1["key"] == r2["key"] and {r1["kind"], r2["kind"]} == {"lt", "gt"}:
-                lt, gt = (r1, r2) if r1["kind"] == "lt" else (r2, r1)
-                p = self.session.pending.get(lt["key"])
-                if p is not None and args[0] is r1["mask"] and args[1] is r2["mask"]:
-                    return True, self.create(p, lt["key"], "outside", lt["lo"], gt["hi"])
-        if func is aten.any.default and len(args) == 1 and not kwargs:
-            r = self._record(args[0])
-            if r and r["kind"] == "outside" and args[0] is r["mask"] and self._fold(r):
-                return True, torch.zeros((), dtype=torch.bool, device=args[0].device)
-        return False, None
-
-    def _exact_bound(self, key, rounded: float, dtype) -> float:
-        """The bound torch's code was given (it compares with it rounded to the dtype)."""
-        for x in self.hints.get(key, ()):
-            if torch.tensor(x, dtype=dtype).item() == rounded:
-                return x
-        return rounded
-
-    def _fold(self, r) -> bool:
-        key = r["key"]
-        p = self.session.pending.get(key)
-        if p is None or p.ops or not isinstance(p.spec, Normal) or p.spec.padding_idx is not None:
-            return False
-        dtype = p.tensor.dtype
-        a, b = self._exact_bound(key, r["lo"], dtype), self._exact_bound(key, r["hi"], dtype)
-        try:
-            new = TruncNormal(p.spec.mean, p.spec.std, a, b, stream=p.spec.stream)
-        except (TypeError, ValueError):
-            return False
-        # Every value lies in [round(f32(a)), round(f32(b))]: inside [lo, hi] as torch compares.
-        low = torch.tensor(float(_f32(a)), dtype=torch.float32).to(dtype).item()
-        high = torch.tensor(float(_f32(b)), dtype=torch.float32).to(dtype).item()
-        if not (r["lo"] <= low and high <= r["hi"]):
-            return False
-        p.spec = new
-        for s, other in list(self.by_storage.items()):
-            if other["key"] == key:
-                other["mask"].fill_(False)
-                del self.by_storage[s]
-        return True
-
-    def pending_reads(self) -> list:
-        records = list(self.by_storage.values())
-        self.by_storage.clear()
-        return records
-
-    def resolve(self, records) -> None:
-        """Masks get their real values (called once the queue is written)."""
-        with torch.no_grad():
-            for r in records:
-                t = r["source"]
-                if r["kind"] == "lt":
-                    value = torch.lt(t, r["lo"])
-                elif r["kind"] == "gt":
-                    value = torch.gt(t, r["hi"])
-                else:
-                    value = torch.lt(t, r["lo"]) | torch.gt(t, r["hi"])
-                r["mask"].copy_(value)
-
-    def clear(self) -> None:
-        self.by_storage.clear()
+def _dtype_round(x: float, dtype: torch.dtype) -> float:
+    """x as a tensor of `dtype` holds it (what `tensor.new_tensor(x).item()` gives)."""
+    return torch.tensor(x, dtype=dtype).item()
 
 
-def _fold(session: InitSession, masks: _LazyMasks, func, args, kwargs):
+def _value_range(spec: TruncNormal, dtype: torch.dtype) -> Tuple[float, float]:
+    """Smallest and largest value the contract writes for `spec` in `dtype`: it clamps to the
+    float32 bounds, then rounds (monotone)."""
+    low = torch.tensor(float(_f32(spec.a)), dtype=torch.float32).to(dtype).item()
+    high = torch.tensor(float(_f32(spec.b)), dtype=torch.float32).to(dtype).item()
+    return low, high
+
+
+def _torch_trunc_normal(p: Pending, bounds: tuple, lo: float) -> Optional[TruncNormal]:
+    """torch's trunc_normal_ (2.13+) is `lo = t.new_tensor(a).item()`, the same for b,
+    `t.normal_(mean, std)`, then rejection while any `t < lo` or `t > hi`. Seen as exactly that
+    on a queued normal - both bounds taken from this tensor just before the write, the first
+    comparison against a rounded to its dtype - it is one TruncNormal(mean, std, a, b), whose
+    values all lie in [lo, hi]: the rejection test then finds nothing and the loop ends."""
+    spec, dtype = p.spec, p.tensor.dtype
+    if p.ops or not isinstance(spec, Normal) or spec.padding_idx is not None or len(bounds) != 2:
+        return None
+    a, b = bounds
+    if _dtype_round(a, dtype) != lo:
+        return None
+    try:
+        new = TruncNormal(spec.mean, spec.std, a, b, stream=spec.stream)
+    except (TypeError, ValueError):
+        return None
+    low, high = _value_range(new, dtype)
+    if not (lo <= low and high <= _dtype_round(b, dtype)):
+        return None
+    return new
+
+
+def _fold(session: InitSession, bounds: Dict[tuple, tuple], func, args, kwargs):
     """(handled, result) for an op on exactly a queued tensor that continues a foldable chain."""
     t = args[0] if args else None
     if not isinstance(t, torch.Tensor):
@@ -340,12 +280,18 @@ def _fold(session: InitSession, masks: _LazyMasks, func, args, kwargs):
     if p is None:
         return False, None
     if func in (aten.lt.Scalar, aten.gt.Scalar) and len(args) == 2 and not kwargs \
-            and _scalar(args[1]) and not p.ops and isinstance(p.spec, Normal) \
-            and p.spec.padding_idx is None:
-        bound = float(args[1])
-        kind = "lt" if func is aten.lt.Scalar else "gt"
-        return True, masks.create(p, key, kind, bound, bound)
-    if masks.on(key):  # the masks describe the values before this op
+            and _scalar(args[1]):
+        x = float(args[1])
+        if func is aten.lt.Scalar and isinstance(p.spec, Normal):
+            new = _torch_trunc_normal(p, bounds.get(key, ()), x)
+            if new is None:
+                return False, None
+            p.spec = new
+        if isinstance(p.spec, TruncNormal) and not p.ops:
+            low, high = _value_range(p.spec, p.tensor.dtype)
+            if (x <= low) if func is aten.lt.Scalar else (x >= high):
+                # No value is outside: the comparison is known without reading the tensor.
+                return True, torch.zeros_like(t, dtype=torch.bool)
         return False, None
     step = _step(func, args, kwargs)
     if step is None:
@@ -361,16 +307,12 @@ class _Interceptor(TorchDispatchMode):
     def __init__(self, session: InitSession, hints: _BoundHints):
         super().__init__()
         self.session = session
-        self.masks = _LazyMasks(session, hints.hints)
+        self.hints = hints.hints
+        # key -> the bounds `new_tensor` took from the tensor just before its queued write.
+        self.bounds: Dict[tuple, tuple] = {}
         # Rows (dim 0) of sharded (DTensor) parameters handed out as meta placeholders: a
         # DTensor select on a sharded dim would gather the whole tensor. id -> (param, row).
         self.rows = {}
-
-    def flush(self) -> None:
-        """Write the queue, then give every lazy mask its real value."""
-        records = self.masks.pending_reads()
-        self.session.flush()
-        self.masks.resolve(records)
 
     def _row_of_dtensor(self, func, args):
         if func is not aten.select.int or not is_dtensor(args[0]) or len(args) < 3:
@@ -384,7 +326,7 @@ class _Interceptor(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        session, masks = self.session, self.masks
+        session = self.session
         placeholder = self._row_of_dtensor(func, args)
         if placeholder is not None:
             return placeholder
@@ -394,30 +336,23 @@ class _Interceptor(TorchDispatchMode):
         if func in _WRITES and args and isinstance(args[0], torch.Tensor):
             spec = _spec(func, args, kwargs)
             if spec is not None:
-                if masks.on(tensor_key(args[0])):
-                    self.flush()  # the masks describe the values about to be replaced
+                key = tensor_key(args[0])
                 if session.queue(args[0], spec):
+                    self.bounds[key] = tuple(self.hints.pop(key, ()))
                     return args[0]
                 if _writes_plus_zero(spec) and session.zero_row(args[0]):
                     return args[0]
-        if masks.touched(tensors):
-            handled, result = masks.combine(func, args, kwargs)
+        if tensors and session.touches_pending(tensors[0]):
+            handled, result = _fold(session, self.bounds, func, args, kwargs)
             if handled:
                 return result
-        elif tensors and session.touches_pending(tensors[0]):
-            handled, result = _fold(session, masks, func, args, kwargs)
-            if handled:
-                return result
-        if not _is_view(func) and (masks.touched(tensors)
-                                   or any(session.touches_pending(t) for t in tensors)):
+        if not _is_view(func) and any(session.touches_pending(t) for t in tensors):
             dest = args[0] if func is aten.copy_.default else None
-            if dest is not None and not masks.touched(tensors) \
-                    and not masks.on(tensor_key(dest)) \
-                    and not any(session.touches_pending(t) for t in tensors[1:]) \
+            if dest is not None and not any(session.touches_pending(t) for t in tensors[1:]) \
                     and session.drop(dest) and not session.touches_pending(dest):
                 pass  # the copy overwrites a whole pending tensor: its write is not needed
             else:
-                self.flush()
+                session.flush()
         return func(*args, **kwargs)
 
     def _row_op(self, func, args, kwargs):
@@ -444,11 +379,10 @@ def recording(root: nn.Module, seed: int, prefix: str = "") -> Iterator[InitSess
             yield session
     except BaseException:
         session.discard()
-        interceptor.masks.clear()
         raise
     finally:
         _current.reset(token)
-    interceptor.flush()
+    session.flush()
 
 
 @contextmanager
