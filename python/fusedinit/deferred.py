@@ -1,0 +1,326 @@
+"""`deferred_init` and `materialize_`: build any nn.Module without allocating its parameters,
+then allocate them on the target device and initialize everything in one fused pass.
+
+`deferred_init(fn, ...)` runs the constructor with every parameter moved to the meta device as
+it is registered, while the engine (engine.py) records the init writes the constructor makes -
+`reset_parameters()` in torch's modules, `_reset_parameters()` in nn.MultiheadAttention and
+nn.Transformer, timm's `init_weights`, anything built from normal_ / uniform_ / fill_ / zero_
+and the trunc_normal_ chains the engine folds. Buffers are computed for real (they are small
+and often not made by init ops: rotary tables, BatchNorm statistics). What a constructor does
+that cannot be recorded on meta (an op on drawn values that is no init write: `div_` after
+`normal_`, `orthogonal_`'s QR) is remembered per parameter, so materializing it is an error
+naming it unless later init code overwrites it.
+
+`materialize_(module, device=...)` allocates the module on `device` (`to_empty`; real buffers
+are kept), then writes - in one recording, so one op call per device - the recorded constructor
+init, then `init(module)` when given (later writes replace earlier ones, as they would had
+everything run for real), else, for a module that did not come from `deferred_init`, each
+submodule's public `reset_parameters()`. A parameter or buffer that nothing initialized is an
+error naming it: uninitialized memory is never handed back. Streams are the fully qualified
+names in the module handed to `materialize_` (sharding with FSDP2 / tensor parallelism in
+between keeps them), so the values do not depend on the layout."""
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple, TypeVar
+
+import torch
+from torch import nn
+from torch.nn.modules.module import (register_module_buffer_registration_hook,
+                                     register_module_parameter_registration_hook)
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from ._seed import resolve_seed
+from .engine import recording
+from .session import storage_of, tensor_key
+from .sharding import is_dtensor
+
+aten = torch.ops.aten
+M = TypeVar("M", bound=nn.Module)
+
+# The construction this context (thread / task) is running under deferred_init, if any: the
+# registration hooks torch offers are process-wide, so they act only where this is set.
+_building: contextvars.ContextVar[Optional["_Construction"]] = contextvars.ContextVar(
+    "fusedinit_deferred_construction", default=None)
+
+_RECORD_ATTR = "_fusedinit_deferred"
+
+
+@dataclasses.dataclass
+class DeferredRecord:
+    """What `deferred_init` learned from a constructor, by fully qualified name."""
+
+    specs: Dict[str, object]        # the last init write of each parameter / buffer
+    unrecorded: Dict[str, str]      # name -> why its constructor init could not be recorded
+
+
+class _WriteTracker(TorchDispatchMode):
+    """The storages every op that actually runs writes to (arguments its schema marks as
+    written: in-place ops, out=, the fusedinit op itself). It sits outside the engine's
+    interceptor, so writes the engine queued reach it only when the queue is written."""
+
+    def __init__(self):
+        super().__init__()
+        self.written: Set[tuple] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        schema = func._schema
+        for i, arg in enumerate(schema.arguments):
+            info = arg.alias_info
+            if info is None or not info.is_write:
+                continue
+            value = args[i] if i < len(args) else kwargs.get(arg.name)
+            for t in tree_leaves(value):
+                if isinstance(t, torch.Tensor):
+                    s = storage_of(t)
+                    if s is not None:
+                        self.written.add(s)
+        return func(*args, **kwargs)
+
+
+class _ConstructionTracker(_WriteTracker):
+    """Also follows copies of recorded meta tensors: `copy.deepcopy` of a registered layer (as
+    nn.TransformerEncoder clones its layer) or `dest.copy_(src)` make a tensor that holds what
+    the source held - on meta, its recorded rule, which the copy inherits (drawn on the copy's
+    own stream, named like every tensor by its final name)."""
+
+    def __init__(self):
+        super().__init__()
+        self.session = self.construction = None  # set once the recording is open
+
+    def _inherit(self, dest: torch.Tensor, src: torch.Tensor) -> None:
+        names, written = self.construction.names, self.session.written
+        source = names.get(tensor_key(src))
+        self.construction.name(dest)
+        target = names[tensor_key(dest)]
+        if source in written:
+            written[target] = written[source]
+        else:
+            written.pop(target, None)
+        if storage_of(src) in self.written or source not in written:
+            self.written.add(storage_of(dest))
+        else:
+            self.written.discard(storage_of(dest))
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.construction is None:
+            return super().__torch_dispatch__(func, types, args, kwargs)
+        names = self.construction.names
+        if func in (aten.clone.default, aten._to_copy.default) and args \
+                and _whole_meta(args[0]) and tensor_key(args[0]) in names:
+            out = func(*args, **kwargs)
+            if isinstance(out, torch.Tensor) and _whole_meta(out) and out.shape == args[0].shape:
+                self._inherit(out, args[0])
+            return out
+        if func is aten.copy_.default and len(args) >= 2 and _whole_meta(args[0]) \
+                and _whole_meta(args[1]) and tensor_key(args[1]) in names \
+                and args[0].shape == args[1].shape:
+            out = func(*args, **kwargs)
+            self._inherit(args[0], args[1])
+            return out
+        return super().__torch_dispatch__(func, types, args, kwargs)
+
+
+class _Construction:
+    """Names every tensor a constructor registers (provisionally: the module has no names
+    yet) so the engine queues its init writes, and moves parameters to the meta device."""
+
+    def __init__(self, names: Dict[tuple, str]):
+        self.names = names
+        # Every registered tensor stays referenced while recording, so no storage id is reused
+        # by a later tensor while its provisional name is in the table.
+        self.tensors: List[torch.Tensor] = []
+
+    def name(self, t: torch.Tensor) -> None:
+        key = tensor_key(t)
+        if key is not None and key not in self.names:
+            self.names[key] = f"<constructor tensor {len(self.tensors)}>"
+            self.tensors.append(t)
+
+    def on_parameter(self, module, name, param):
+        if _building.get() is not self or param is None:
+            return None
+        replaced = None
+        if param.device.type != "meta" and not is_dtensor(param):
+            replaced = type(param)(param.detach().to("meta"), requires_grad=param.requires_grad)
+            replaced.__dict__.update(param.__dict__)
+            param = replaced
+        self.name(param)
+        return replaced
+
+    def on_buffer(self, module, name, buffer):
+        if _building.get() is self and buffer is not None:
+            self.name(buffer)
+        return None
+
+
+def _whole_meta(t: torch.Tensor) -> bool:
+    t = t._local_tensor if is_dtensor(t) else t
+    return (t.device.type == "meta" and t.storage_offset() == 0 and t.is_contiguous()
+            and t.numel() * t.element_size() == t.untyped_storage().nbytes())
+
+
+def _named_tensors(module: nn.Module) -> Iterator[Tuple[str, torch.Tensor, bool]]:
+    """(name, tensor, is_parameter) for each distinct parameter and buffer (first name wins, as
+    in the engine's naming)."""
+    for name, p in module.named_parameters(remove_duplicate=True):
+        yield name, p, True
+    for name, b in module.named_buffers(remove_duplicate=True):
+        yield name, b, False
+
+
+def deferred_init(fn: Callable[..., M], *args, **kwargs) -> M:
+    """`fn(*args, **kwargs)` (a module class or any function returning an nn.Module) with its
+    parameters on the meta device - nothing allocated for them, no random numbers drawn - and
+    the init writes its constructor makes recorded per parameter, for `materialize_`. Buffers
+    are computed for real on the device the constructor puts them on."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable (a module class or a function returning one), "
+                        f"got {type(fn).__name__}")
+    holder = nn.Module()  # the recording's root: the constructor's tensors are named as they come
+    # The tracker sits outside the engine's interceptor: it sees only ops that really run, and
+    # a copy after the interceptor has flushed the source's rule into session.written (a read
+    # of a queued tensor is a barrier).
+    tracker = _ConstructionTracker()
+    with tracker, recording(holder, seed=0) as session:
+        construction = _Construction(session.names)
+        tracker.session, tracker.construction = session, construction
+        original_queue = session.queue
+
+        def queue(t, spec):
+            # Tensors that never went through registration (copy.deepcopy of a registered
+            # layer, as nn.TransformerEncoder clones its layers) are named at their first write;
+            # only meta tensors that are a whole storage - a view's write must stay a barrier.
+            if _whole_meta(t):
+                construction.name(t)
+            # A whole-tensor write queued after an unrecordable op replaces its result.
+            queued = original_queue(t, spec)
+            if queued:
+                tracker.written.discard(storage_of(t))
+            return queued
+
+        session.queue = queue
+        token = _building.set(construction)
+        hooks = [register_module_parameter_registration_hook(construction.on_parameter),
+                 register_module_buffer_registration_hook(construction.on_buffer)]
+        try:
+            module = fn(*args, **kwargs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            _building.reset(token)
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"fn must return an nn.Module, got {type(module).__name__}")
+    specs: Dict[str, object] = {}
+    unrecorded: Dict[str, str] = {}
+    for name, t, is_param in _named_tensors(module):
+        provisional = session.names.get(tensor_key(t))
+        if provisional is None:
+            continue
+        if storage_of(t) in tracker.written:
+            if is_param or t.device.type == "meta":
+                unrecorded[name] = ("its constructor ran ops on it that are not init writes "
+                                    "fusedinit can record on the meta device")
+            continue  # a real buffer: its computed value is kept
+        if provisional in session.written:
+            specs[name] = session.written[provisional]
+    module.__dict__[_RECORD_ATTR] = DeferredRecord(specs, unrecorded)
+    return module
+
+
+def deferred_record(module: nn.Module) -> Optional[DeferredRecord]:
+    """The record `deferred_init` attached to `module`, or None."""
+    return module.__dict__.get(_RECORD_ATTR)
+
+
+def _post_order(module: nn.Module) -> Iterator[nn.Module]:
+    """Children before their parent, each module once: a parent's reset_parameters() gets the
+    last word over what its children's wrote, as when a parent initializes its children."""
+    seen: Set[int] = set()
+
+    def visit(m: nn.Module) -> Iterator[nn.Module]:
+        if id(m) in seen:
+            return
+        seen.add(id(m))
+        for child in m.children():
+            yield from visit(child)
+        yield m
+
+    yield from visit(module)
+
+
+def _set_buffer(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    owner, _, leaf = name.rpartition(".")
+    module.get_submodule(owner)._buffers[leaf] = value
+
+
+def materialize_(module: M, *, device, seed: Optional[int] = None,
+                 generator: Optional[torch.Generator] = None,
+                 init: Optional[Callable[[nn.Module], object]] = None) -> M:
+    """Allocate `module` on `device` and initialize it in one fused pass (one op call per
+    device, each parameter on the stream of its fully qualified name, one `seed` or 64 bits
+    drawn from `generator` / torch's default generator): the constructor init `deferred_init`
+    recorded, then `init(module)` if given (e.g. `lambda m: m.init_weights()`), else - for a
+    module not built by `deferred_init` - every submodule's public `reset_parameters()`.
+    Parameters that are already DTensors (FSDP2, tensor parallelism) get their local shards
+    written, equal to the unsharded module's. Buffers that hold real values are kept (moved to
+    `device`). Raises, naming them, if any parameter or buffer is left uninitialized."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    try:
+        device = torch.device(device)
+    except (TypeError, RuntimeError) as exc:
+        raise ValueError(f"device must name a torch device, got {device!r}") from exc
+    if device.type == "meta":
+        raise ValueError("device must be a real device, not 'meta'")
+    if init is not None and not callable(init):
+        raise TypeError(f"init must be a callable taking the module, got {type(init).__name__}")
+    seed = resolve_seed(seed, generator)
+    record = deferred_record(module)
+
+    kept = {name: b for name, b in module.named_buffers(remove_duplicate=True)
+            if b.device.type != "meta" and not is_dtensor(b)}
+    module.to_empty(device=device)
+    for name, b in kept.items():
+        _set_buffer(module, name, b.to(device))
+    fresh = {storage_of(t) for name, t, _ in _named_tensors(module) if name not in kept}
+
+    tracker = _WriteTracker()
+    with tracker, recording(module, seed) as session:
+        if record is not None:
+            for name, t, is_param in _named_tensors(module):
+                spec = record.specs.get(name)
+                if spec is not None:
+                    session.queue(t, spec)
+        if init is not None:
+            init(module)
+        elif record is None:
+            for m in _post_order(module):
+                reset = getattr(m, "reset_parameters", None)
+                if callable(reset):
+                    reset()
+
+    missing = [name for name, t, _ in _named_tensors(module)
+               if storage_of(t) in fresh and storage_of(t) not in tracker.written
+               and name not in session.written]
+    if missing:
+        reasons = []
+        for name in missing[:8]:
+            why = record.unrecorded.get(name) if record is not None else None
+            reasons.append(f"{name} ({why})" if why else name)
+        more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+        how = ("no recorded constructor init or init() wrote them" if record is not None else
+               "no reset_parameters() or init() wrote them (torch's nn.MultiheadAttention and "
+               "nn.Transformer initialize in their constructors: build them with "
+               "fusedinit.deferred_init, or pass init=)" if init is None else
+               "init() did not write them")
+        raise RuntimeError(f"fusedinit.materialize_: left uninitialized: {', '.join(reasons)}"
+                           f"{more}; {how}")
+    return module
+
+
+__all__ = ["deferred_init", "materialize_", "deferred_record", "DeferredRecord"]
