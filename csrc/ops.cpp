@@ -11,11 +11,13 @@
 #include <vector>
 
 #include "cpu/block_kernels.h"
+#include "plain_scan.h"
 
 extern "C" {
 // `import fusedinit._C` loads this library (and so runs the registrations below).
 PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1,
+                                          fusedinit::module_methods()};
   return PyModule_Create(&module_def);
 }
 }
