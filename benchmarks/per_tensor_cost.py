@@ -45,15 +45,24 @@ def main() -> None:
             for t in tensors:
                 t.normal_(0.0, 0.02)
 
+    # The same items as 4-tuples without a shard: they skip the bulk checks of plain pairs
+    # and are checked item by item (the path of shards, DTensors and padding rows).
+    items_one_by_one = [(t, spec, None, None) for t in tensors]
+
     def fused():
         fusedinit.init_many_(items, seed=1)
 
-    t_torch, t_fused = best_of([torch_loop, fused], args.repeats)
+    def fused_one_by_one():
+        fusedinit.init_many_(items_one_by_one, seed=1)
+
+    t_torch, t_fused, t_items = best_of([torch_loop, fused, fused_one_by_one], args.repeats)
     n = args.tensors
     print(f"{n} tensors of {args.numel} elements (1 thread, best of {args.repeats})")
     print(f"  torch normal_ loop      : {t_torch / n * 1e6:7.2f} us/tensor")
     print(f"  fusedinit.init_many_    : {t_fused / n * 1e6:7.2f} us/tensor  "
           f"({t_fused / t_torch:.2f}x torch)")
+    print(f"    item by item (4-tuples): {t_items / n * 1e6:6.2f} us/tensor  "
+          f"({t_items / t_torch:.2f}x torch)")
 
     # Hand-made shards: a block partial on two inner dims, and the full tensor it comes from.
     rows = 50000

@@ -11,11 +11,13 @@
 #include <vector>
 
 #include "cpu/block_kernels.h"
+#include "plain_scan.h"
 
 extern "C" {
 // `import fusedinit._C` loads this library (and so runs the registrations below).
 PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1,
+                                          fusedinit::module_methods()};
   return PyModule_Create(&module_def);
 }
 }
@@ -33,11 +35,14 @@ std::string set_cpu_isa(const std::string& name) { return cpu::set_isa(name.c_st
 void inplace_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet ks,
                       torch::jit::Stack* stack) {
   const size_t nargs = op.schema().arguments().size();
-  const std::vector<at::Tensor> written = (*stack)[stack->size() - nargs].toTensorVector();
+  // The list itself (one reference), not a copy of its tensors: a call may hold 10^5 of them.
+  const c10::IValue list = (*stack)[stack->size() - nargs];
+  const c10::ArrayRef<c10::IValue> written = list.toListRef();
   if (at::GradMode::is_enabled()) {
     for (size_t i = 0; i < written.size(); ++i) {
-      if (!written[i].requires_grad()) continue;
-      TORCH_CHECK(!written[i].is_leaf(), op.schema().name(), ": tensors[", i,
+      const at::Tensor& t = written[i].toTensor();
+      if (!t.requires_grad()) continue;
+      TORCH_CHECK(!t.is_leaf(), op.schema().name(), ": tensors[", i,
                   "] is a leaf Variable that requires grad and is being used in an in-place "
                   "operation; initialize it under torch.no_grad()");
       TORCH_CHECK(false, op.schema().name(), ": tensors[", i, "] requires grad and this "
@@ -48,7 +53,8 @@ void inplace_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet ks,
     at::AutoDispatchBelowADInplaceOrView guard;
     op.redispatchBoxed(ks & c10::after_ADInplaceOrView_keyset, stack);
   }
-  for (const at::Tensor& t : written) {
+  for (const c10::IValue& v : written) {
+    const at::Tensor& t = v.toTensor();
     if (!t.is_inference()) t.unsafeGetTensorImpl()->bump_version();
   }
 }

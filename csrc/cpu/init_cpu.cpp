@@ -163,6 +163,7 @@ void init_cpu(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double
     targets.push_back(std::move(tg));
   }
   std::vector<WorkItem> work;
+  work.reserve(targets.size());  // one item per small tensor: no regrowth for 10^5 of them
   for (const auto ti : c10::irange(targets.size())) {
     for (int64_t b = 0; b < targets[ti].numel; b += kChunk) {
       work.push_back(WorkItem{static_cast<int64_t>(ti), b, std::min(targets[ti].numel, b + kChunk)});

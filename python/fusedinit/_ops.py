@@ -17,6 +17,10 @@ except ImportError as exc:  # a source checkout without a build: the reference s
 
 HAS_EXTENSION = EXTENSION_ERROR is None
 
+# scan_plain(tensors, dtypes) -> "cpu" | "cuda" | None: the bulk checks of init_many_'s common
+# call, in one C++ pass (csrc/plain_scan.cpp); None without the extension.
+scan_plain = _C.scan_plain if HAS_EXTENSION else None
+
 if HAS_EXTENSION:
     from . import _meta  # noqa: F401  (the module the library names for its fake kernels)
 
@@ -50,7 +54,8 @@ def init_(tensors: Sequence[torch.Tensor], kinds: Sequence[int], params: Sequenc
           placements: Optional[Sequence[Placement]] = None) -> None:
     """One op call for a list of tensors on one device (streams and seed as uint64;
     placements: one Placement per tensor, or None)."""
-    streams = [s if s < _I64 else s - _U64 for s in streams]  # as _as_int64, inline: per tensor
+    if streams and max(streams) >= _I64:  # (asked first: the conversion runs per tensor)
+        streams = [s if s < _I64 else s - _U64 for s in streams]  # as _as_int64, inline
     torch.ops.fusedinit.init_(tensors, kinds, params, streams, padding_rows, _as_int64(seed),
                               index_map(placements))
 

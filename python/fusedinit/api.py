@@ -82,6 +82,12 @@ def init_many_(items: Iterable[Tuple[torch.Tensor, object]], *, seed: Optional[i
     items = list(items)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    fast = _fast_columns(items, backend)
+    if fast is not None:
+        seed = resolve_seed(seed, generator)
+        with torch.no_grad():
+            _ops.init_(*fast, seed)
+        return list(fast[0])
     groups = defaultdict(list)
     cpu = groups[_CPU]
     for entry in plan_items(items):
@@ -104,6 +110,45 @@ def init_many_(items: Iterable[Tuple[torch.Tensor, object]], *, seed: Optional[i
 _CPU = torch.device("cpu")
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 _FAST_SPECS = (Normal, Uniform, TruncNormal, Constant)
+
+
+_PLAIN_TYPES = frozenset(_PLAIN)
+_FAST_SPEC_TYPES = frozenset(_FAST_SPECS)
+
+
+def _fast_columns(items: List, backend: Optional[str]) -> Optional[tuple]:
+    """The op's columns (tensors, kinds, params, streams, padding_rows) for the common call -
+    every item a (plain dense contiguous tensor, spec without padding) pair, all on one device
+    with a compiled kernel, no two sharing memory - checked in bulk: type sets over the
+    columns, spec work once per distinct spec object, the tensor checks in one C++ pass
+    (_ops.scan_plain). None when any item is not of that kind or any check fails: the general
+    path (plan_items) then checks item by item and raises the error naming the item. A model
+    of 10^5 tensors pays this on every rank, so no Python code runs per tensor."""
+    if (not items or _ops.scan_plain is None or torch.compiler.is_compiling()
+            or set(map(type, items)) != {tuple} or set(map(len, items)) != {2}):
+        return None
+    tensors, specs = zip(*items)
+    if not set(map(type, tensors)) <= _PLAIN_TYPES or not set(map(type, specs)) <= _FAST_SPEC_TYPES:
+        return None
+    by_id = dict(zip(map(id, specs), specs))
+    if any(spec.padding_idx is not None for spec in by_id.values()):
+        return None
+    bound = max(spec.largest_value for spec in by_id.values())
+    dtypes = tuple(dtype for dtype, largest in LARGEST.items() if bound <= largest)
+    device_type = _ops.scan_plain(tensors, dtypes)
+    if device_type is None or backend not in (None, device_type) or not _ops.has_kernel(device_type):
+        return None
+    n = len(tensors)
+    if len(by_id) == 1:
+        spec = specs[0]
+        kinds, params, streams = [spec.kind] * n, list(spec.op_params) * n, [spec.stream] * n
+    else:
+        ids = list(map(id, specs))
+        kinds = list(map({i: s.kind for i, s in by_id.items()}.__getitem__, ids))
+        params = list(chain.from_iterable(map(
+            {i: s.op_params for i, s in by_id.items()}.__getitem__, ids)))
+        streams = list(map({i: s.stream for i, s in by_id.items()}.__getitem__, ids))
+    return list(tensors), kinds, params, streams, [-1] * n
 
 
 def plan_items(items: Sequence) -> List[Entry]:
