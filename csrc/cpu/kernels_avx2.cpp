@@ -108,19 +108,6 @@ const Table& table() {
   return t;
 }
 
-inline __m256 horner_permute(const Table& t, __m256i row, __m256 tv) {
-  // Row bit 3 (rows 56..63) moved to the sign bit, where blendv reads its selector.
-  const __m256 upper = _mm256_castsi256_ps(_mm256_slli_epi32(row, 28));
-  auto column = [&](int k) {
-    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t.a[k], row),
-                            _mm256_permutevar8x32_ps(t.b[k], row), upper);
-  };
-  const __m256 s = _mm256_sub_ps(tv, column(kNormalTableCenter));  // exact
-  __m256 r = column(kNormalTableDegree);
-  for (int k = kNormalTableDegree - 1; k >= 0; --k) r = _mm256_fmadd_ps(r, s, column(k));
-  return r;
-}
-
 inline __m256 horner_gather(__m256i row, __m256 tv) {
   auto column = [&](int k) { return _mm256_i32gather_ps(&kNormalTable[k][0], row, 4); };
   const __m256 s = _mm256_sub_ps(tv, column(kNormalTableCenter));  // exact
@@ -129,31 +116,58 @@ inline __m256 horner_gather(__m256i row, __m256 tv) {
   return r;
 }
 
-// half_normal_quantile(octave, mant23) for 8 lanes.
-inline __m256 quantile(const Table& t, __m256i octave, __m256i mant23) {
-  const __m256i row = _mm256_add_epi32(_mm256_slli_epi32(octave, 1), _mm256_srli_epi32(mant23, 22));
-  const __m256 tv = _mm256_castsi256_ps(_mm256_or_si256(mant23, _mm256_set1_epi32(0x3f800000)));
-  const __m256i low = _mm256_cmpgt_epi32(_mm256_set1_epi32(48), row);
-  if (__builtin_expect(!_mm256_testz_si256(low, low), 0)) return horner_gather(row, tv);
-  return horner_permute(t, row, tv);
+// half_normal_quantile(octave, mant23) for N vectors of 8 lanes. Every step runs across the N
+// vectors before the next, so their independent Horner chains sit side by side in the
+// instruction stream and overlap (one vector's chain alone would fill the scheduler).
+template <int N>
+inline void quantile(const Table& t, const __m256i* octave, const __m256i* mant23, __m256* r) {
+  __m256i row[N];
+  __m256 tv[N], upper[N], s[N];
+  for (int v = 0; v < N; ++v) {
+    row[v] = _mm256_add_epi32(_mm256_slli_epi32(octave[v], 1), _mm256_srli_epi32(mant23[v], 22));
+    tv[v] = _mm256_castsi256_ps(_mm256_or_si256(mant23[v], _mm256_set1_epi32(0x3f800000)));
+    // Row bit 3 (rows 56..63) moved to the sign bit, where blendv reads its selector.
+    upper[v] = _mm256_castsi256_ps(_mm256_slli_epi32(row[v], 28));
+  }
+  auto column = [&](int k, int v) {
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t.a[k], row[v]),
+                            _mm256_permutevar8x32_ps(t.b[k], row[v]), upper[v]);
+  };
+  for (int v = 0; v < N; ++v) s[v] = _mm256_sub_ps(tv[v], column(kNormalTableCenter, v));  // exact
+  for (int v = 0; v < N; ++v) r[v] = column(kNormalTableDegree, v);
+  for (int k = kNormalTableDegree - 1; k >= 0; --k) {
+    for (int v = 0; v < N; ++v) r[v] = _mm256_fmadd_ps(r[v], s[v], column(k, v));
+  }
+  // Lanes in rows below 48 read the wrong slice above: such vectors (about 3%) start over
+  // with gathers.
+  for (int v = 0; v < N; ++v) {
+    const __m256i low = _mm256_cmpgt_epi32(_mm256_set1_epi32(48), row[v]);
+    if (__builtin_expect(!_mm256_testz_si256(low, low), 0)) r[v] = horner_gather(row[v], tv[v]);
+  }
 }
 
-inline __m256 standard_normal8(const Table& t, __m256i w) {
-  // k = 2b + 1 with b the low 31 bits of w: octave(k) = octave(b) + 1, or 0 when b = 0.
-  // b & ~(b >> 1) keeps b's top bit and clears the one below it, so its conversion to float
-  // cannot round up into the next binade: the exponent field is exactly 127 + octave(b).
-  const __m256i bits = _mm256_and_si256(w, _mm256_set1_epi32(0x7fffffff));
-  const __m256i top = _mm256_andnot_si256(_mm256_srli_epi32(bits, 1), bits);
-  const __m256i e = _mm256_srli_epi32(_mm256_castps_si256(_mm256_cvtepi32_ps(top)), 23);
-  const __m256i octave = _mm256_max_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(126)),
-                                          _mm256_setzero_si256());
-  const __m256i k = _mm256_or_si256(_mm256_slli_epi32(w, 1), _mm256_set1_epi32(1));
-  const __m256i lz = _mm256_sub_epi32(_mm256_set1_epi32(31), octave);
-  const __m256i mant23 = _mm256_and_si256(_mm256_srli_epi32(_mm256_sllv_epi32(k, lz), 8),
-                                          _mm256_set1_epi32(0x7fffff));
-  const __m256 r = quantile(t, octave, mant23);
-  const __m256i sign = _mm256_and_si256(w, _mm256_set1_epi32(static_cast<int>(0x80000000u)));
-  return _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(r), sign));
+template <int N>
+inline void standard_normal(const Table& t, const __m256i* w, __m256* z) {
+  __m256i octave[N], mant23[N];
+  for (int v = 0; v < N; ++v) {
+    // k = 2b + 1 with b the low 31 bits of w: octave(k) = octave(b) + 1, or 0 when b = 0.
+    // b & ~(b >> 1) keeps b's top bit and clears the one below it, so its conversion to float
+    // cannot round up into the next binade: the exponent field is exactly 127 + octave(b).
+    const __m256i bits = _mm256_and_si256(w[v], _mm256_set1_epi32(0x7fffffff));
+    const __m256i top = _mm256_andnot_si256(_mm256_srli_epi32(bits, 1), bits);
+    const __m256i e = _mm256_srli_epi32(_mm256_castps_si256(_mm256_cvtepi32_ps(top)), 23);
+    octave[v] = _mm256_max_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(126)),
+                                 _mm256_setzero_si256());
+    const __m256i k = _mm256_or_si256(_mm256_slli_epi32(w[v], 1), _mm256_set1_epi32(1));
+    const __m256i lz = _mm256_sub_epi32(_mm256_set1_epi32(31), octave[v]);
+    mant23[v] = _mm256_and_si256(_mm256_srli_epi32(_mm256_sllv_epi32(k, lz), 8),
+                                 _mm256_set1_epi32(0x7fffff));
+  }
+  quantile<N>(t, octave, mant23, z);
+  for (int v = 0; v < N; ++v) {
+    const __m256i sign = _mm256_and_si256(w[v], _mm256_set1_epi32(static_cast<int>(0x80000000u)));
+    z[v] = _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(z[v]), sign));
+  }
 }
 
 inline __m256 select_lt(__m256 v, __m256 bound) {  // v < bound ? bound : v
@@ -163,42 +177,65 @@ inline __m256 select_gt(__m256 v, __m256 bound) {  // v > bound ? bound : v
   return _mm256_blendv_ps(v, bound, _mm256_cmp_ps(v, bound, _CMP_GT_OQ));
 }
 
-inline __m256 value8(const Job& job, const Table& t, __m256i w) {
+// The float32 values of N vectors of words.
+template <int N>
+inline void values_n(const Job& job, const Table& t, const __m256i* w, __m256* out) {
   const __m256 p0 = _mm256_set1_ps(job.p[0]);
   const __m256 p1 = _mm256_set1_ps(job.p[1]);
   switch (job.kind) {
-    case kNormal:
-      return _mm256_fmadd_ps(p1, standard_normal8(t, w), p0);
+    case kNormal: {
+      standard_normal<N>(t, w, out);
+      for (int v = 0; v < N; ++v) out[v] = _mm256_fmadd_ps(p1, out[v], p0);
+      return;
+    }
     case kUniform: {
-      const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w, 8)),
-                                     _mm256_set1_ps(0x1p-24f));
-      return _mm256_fmadd_ps(_mm256_sub_ps(p1, p0), u, p0);
+      for (int v = 0; v < N; ++v) {
+        const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w[v], 8)),
+                                       _mm256_set1_ps(0x1p-24f));
+        out[v] = _mm256_fmadd_ps(_mm256_sub_ps(p1, p0), u, p0);
+      }
+      return;
     }
     case kTruncNormal: {
-      const __m256i odd = _mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(w, 9), 1),
-                                          _mm256_set1_epi32(1));
-      const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(odd), _mm256_set1_ps(0x1p-24f));
-      const __m256 plo = _mm256_set1_ps(job.p[4]);
-      const __m256 p = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_set1_ps(job.p[5]), plo), u, plo);
-      const __m256 lower = _mm256_cmp_ps(p, _mm256_set1_ps(0.5f), _CMP_LT_OQ);
-      const __m256 tail = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), p), p, lower);
-      __m256 q = _mm256_add_ps(tail, tail);
-      q = select_lt(q, _mm256_set1_ps(0x1p-32f));
-      q = select_gt(q, _mm256_set1_ps(0x1.fffffep-1f));
-      const __m256i b = _mm256_castps_si256(q);
-      const __m256i octave = _mm256_sub_epi32(_mm256_srli_epi32(b, 23), _mm256_set1_epi32(95));
-      const __m256i mant23 = _mm256_and_si256(b, _mm256_set1_epi32(0x7fffff));
-      __m256 z = quantile(t, octave, mant23);
-      // Negation flips the sign bit (as the scalar -z does, also for zero).
-      z = _mm256_xor_ps(z, _mm256_and_ps(lower, _mm256_set1_ps(-0.0f)));
-      __m256 v = _mm256_fmadd_ps(p1, z, p0);
-      v = select_lt(v, _mm256_set1_ps(job.p[2]));
-      v = select_gt(v, _mm256_set1_ps(job.p[3]));
-      return v;
+      __m256i octave[N], mant23[N];
+      __m256 lower[N];
+      for (int v = 0; v < N; ++v) {
+        const __m256i odd = _mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(w[v], 9), 1),
+                                            _mm256_set1_epi32(1));
+        const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(odd), _mm256_set1_ps(0x1p-24f));
+        const __m256 plo = _mm256_set1_ps(job.p[4]);
+        const __m256 p = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_set1_ps(job.p[5]), plo), u, plo);
+        lower[v] = _mm256_cmp_ps(p, _mm256_set1_ps(0.5f), _CMP_LT_OQ);
+        const __m256 tail = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), p), p, lower[v]);
+        __m256 q = _mm256_add_ps(tail, tail);
+        q = select_lt(q, _mm256_set1_ps(0x1p-32f));
+        q = select_gt(q, _mm256_set1_ps(0x1.fffffep-1f));
+        const __m256i b = _mm256_castps_si256(q);
+        octave[v] = _mm256_sub_epi32(_mm256_srli_epi32(b, 23), _mm256_set1_epi32(95));
+        mant23[v] = _mm256_and_si256(b, _mm256_set1_epi32(0x7fffff));
+      }
+      quantile<N>(t, octave, mant23, out);
+      for (int v = 0; v < N; ++v) {
+        // Negation flips the sign bit (as the scalar -z does, also for zero).
+        const __m256 z = _mm256_xor_ps(out[v], _mm256_and_ps(lower[v], _mm256_set1_ps(-0.0f)));
+        __m256 x = _mm256_fmadd_ps(p1, z, p0);
+        x = select_lt(x, _mm256_set1_ps(job.p[2]));
+        out[v] = select_gt(x, _mm256_set1_ps(job.p[3]));
+      }
+      return;
     }
     default:
-      return p0;
+      for (int v = 0; v < N; ++v) out[v] = p0;
+      return;
   }
+}
+
+constexpr int kVectors = 4;  // vectors of words transformed together (values_n)
+
+inline __m256 value8(const Job& job, const Table& t, __m256i w) {
+  __m256 v;
+  values_n<1>(job, t, &w, &v);
+  return v;
 }
 
 // The values of the first n < 8 words (the rest of the vector reads zeros).
@@ -211,6 +248,15 @@ inline __m256 value8_partial(const Job& job, const Table& t, const uint32_t* wor
 void values_block(const Job& job, const uint32_t* words, int64_t n, float* out) {
   const Table& t = table();
   int64_t k = 0;
+  for (; k + 8 * kVectors <= n; k += 8 * kVectors) {
+    __m256i w[kVectors];
+    __m256 v[kVectors];
+    for (int i = 0; i < kVectors; ++i) {
+      w[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(words + k + 8 * i));
+    }
+    values_n<kVectors>(job, t, w, v);
+    for (int i = 0; i < kVectors; ++i) _mm256_storeu_ps(out + k + 8 * i, v[i]);
+  }
   for (; k + 8 <= n; k += 8) {
     _mm256_storeu_ps(out + k,
                      value8(job, t, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(words + k))));
@@ -321,6 +367,19 @@ void fill(const Job& job, uint64_t seed, uint64_t first, int64_t n, DType dtype,
     const int64_t m = n - done < kBlock ? n - done : kBlock;
     if (job.kind != kConstant) words_block(seed, job.stream, first + done, m, words);
     int64_t k = 0;
+    if (job.kind != kConstant) {
+      for (; k + 8 * kVectors <= m; k += 8 * kVectors) {
+        __m256i w[kVectors];
+        __m256 v[kVectors];
+        for (int i = 0; i < kVectors; ++i) {
+          w[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(words + k + 8 * i));
+        }
+        values_n<kVectors>(job, t, w, v);
+        for (int i = 0; i < kVectors; ++i) {
+          store8(job, finish, f16c, v[i], dtype, out + (done + k + 8 * i) * esize);
+        }
+      }
+    }
     for (; k + 8 <= m; k += 8) {
       const __m256 v =
           job.kind == kConstant
