@@ -60,9 +60,10 @@ def trunc(x):
 def test_temporaries_concatenated_and_copied_are_the_params_own_write(op_calls):
     lin = wqkv()
     with fusedinit.fuse(lin, seed=SEED):
-        _, _, _, fused = qkv(lin.weight, trunc, trunc, trunc)
+        fused = qkv(lin.weight, trunc, trunc, trunc)[3]
         with torch.no_grad():
             lin.weight.copy_(fused)
+        del fused  # q, k, v gone with it: nothing left to fill
     assert op_calls == [1], "one op call, nothing drawn for the temporaries"
     expected = contract(fusedinit.trunc_normal_, lin.weight.shape, "weight", 0.0, 0.02)
     assert_bitwise_equal(lin.weight.detach(), expected)
@@ -75,6 +76,7 @@ def test_a_temporary_copied_whole_is_the_params_write(op_calls):
         nn.init.normal_(tmp, std=0.5)
         with torch.no_grad():
             lin.weight.copy_(tmp.view(-1).view(DIM, DIM))
+        del tmp
         nn.init.zeros_(lin.bias)
     assert op_calls == [2]
     assert_bitwise_equal(lin.weight.detach(),
@@ -164,13 +166,30 @@ def test_dtensor_temporaries_fold_without_collectives(tmp_path, op_calls):
         lin = wqkv()
         lin.weight = nn.Parameter(distribute_tensor(lin.weight.detach(), mesh, [Shard(0)]))
         with fusedinit.fuse(lin, seed=SEED):
-            _, _, _, fused = qkv(lin.weight, trunc, trunc, trunc)
+            fused = qkv(lin.weight, trunc, trunc, trunc)[3]
             assert fused.device.type == "meta", "a placeholder: nothing allocated or gathered"
             with torch.no_grad():
                 lin.weight.copy_(fused)
+            del fused
         assert op_calls == [1]
         weight = lin.weight.full_tensor()
     finally:
         dist.destroy_process_group()
     assert_bitwise_equal(weight, contract(fusedinit.trunc_normal_, weight.shape, "weight",
                                           0.0, 0.02))
+
+
+def test_temporaries_folded_and_then_read_hold_what_the_param_got():
+    lin = wqkv()
+    with fusedinit.fuse(lin, seed=SEED):
+        q, k, v, fused = qkv(lin.weight, trunc, trunc, trunc)
+        with torch.no_grad():
+            lin.weight.copy_(fused)
+        k_sum = k.sum()          # read inside the block
+    expected = contract(fusedinit.trunc_normal_, lin.weight.shape, "weight", 0.0, 0.02)
+    assert_bitwise_equal(lin.weight.detach(), expected)
+    laid_out = expected.view(N_KV, PER_KV + 2, HEAD, DIM)
+    assert_bitwise_equal(k, laid_out[:, PER_KV].reshape(-1, DIM))
+    assert_bitwise_equal(k_sum, laid_out[:, PER_KV].reshape(-1, DIM).sum())
+    assert_bitwise_equal(q, laid_out[:, :PER_KV].reshape(-1, DIM))   # filled on exit
+    assert_bitwise_equal(v, laid_out[:, PER_KV + 1].reshape(-1, DIM))

@@ -33,6 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
 from ._seed import resolve_seed
+from .api import init_many_
 from .session import DeferredOp, InitSession, Pending, local_tensor, tensor_key
 from .sharding import is_dtensor
 from .specs import Constant, Normal, TruncNormal, Uniform
@@ -79,6 +80,14 @@ def _meta(x):
     if isinstance(x, torch.Tensor):
         return torch.empty(x.shape, dtype=x.dtype, device="meta")
     return x
+
+
+def _storageless(t) -> bool:
+    try:
+        local_tensor(t).untyped_storage()
+        return False
+    except (RuntimeError, NotImplementedError):
+        return True
 
 
 def _writes_plus_zero(spec) -> bool:
@@ -367,6 +376,9 @@ class _Interceptor(TorchDispatchMode):
         self.temporaries = 0  # counter naming each temporary's stream
         # id(placeholder) -> _Lazy; an entry goes when its placeholder does.
         self.lazy: Dict[int, _Lazy] = {}
+        # storage -> (weakref to a temporary folded into a param, its key, how to fill it).
+        self.folded: Dict[int, tuple] = {}
+        self.temp_objects: Dict[tuple, weakref.ref] = {}
 
     # -- temporaries -----------------------------------------------------------------------
     def _queue_temporary(self, t: torch.Tensor, spec) -> bool:
@@ -383,6 +395,7 @@ class _Interceptor(TorchDispatchMode):
         label = f"fusedinit.temporary.{self.temporaries}"
         self.temporaries += 1
         self.session.queue_temporary(t, spec, label)
+        self.temp_objects[key] = weakref.ref(t)  # the code's own object (the queue holds an alias)
         return True
 
     def _source(self, x) -> Optional[Tuple[object, tuple]]:
@@ -440,10 +453,74 @@ class _Interceptor(TorchDispatchMode):
             # Whole param, same shape and dtype: the param's own write of the spec.
             if not self.session.queue(dest, spec):
                 return False, None
+            self._keep_folded(src, keys, self.session.entry(dest).spec, tuple(dest.shape))
             for k in keys:
                 self.session.drop_key(k)
             return True, dest
         return False, None
+
+    # A folded temporary is not written by the param's write; should it still be alive and be
+    # used (or outlive the recording), it gets the values it holds in the param: the param's
+    # contract values (computed whole, no collective) put back through the recorded cat/views.
+    # Tracked by a weakref to the temporary: an entry goes with it (its memory cannot be reused
+    # while it lives); a view that outlives its temporary is not tracked.
+    def _keep_folded(self, src, keys, spec, shape):
+        temps = [self.temp_objects.pop(k, lambda: None)() for k in keys]
+        if any(t is None for t in temps):
+            temps = [self.session.pending[k].tensor for k in keys]
+        sizes = [local_tensor(t).numel() for t in temps]
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        index = {k: (o, n) for k, o, n in zip(keys, offsets, sizes)}
+        record = (self._skeleton(src, index), index, spec, shape, sum(sizes))
+        for k, t in zip(keys, temps):
+            c = local_tensor(t).untyped_storage()._cdata
+            self.folded[c] = (weakref.ref(t, lambda _, c=c: self.folded.pop(c, None)), k, record)
+
+    def _skeleton(self, x, index):
+        """How a placeholder (or a whole temporary view) is made, with each temporary replaced
+        by its (offset, size, shape) among the concatenated temporaries: no tensor is kept."""
+        lazy = self.lazy.get(id(x))
+        if lazy is None:
+            s = local_tensor(x).untyped_storage()._cdata
+            key = next(k for k in index if k[0] == s)
+            return ("slot",) + index[key] + (tuple(x.shape),)
+        args = tree_map(lambda a: self._skeleton(a, index) if isinstance(a, torch.Tensor)
+                        else a, lazy.args)
+        return ("op", lazy.func, args, lazy.kwargs)
+
+    @staticmethod
+    def _index_of(skeleton):
+        """The skeleton run on positions: each element's position among the temporaries."""
+        if skeleton[0] == "slot":
+            _, o, n, shape = skeleton
+            return torch.arange(o, o + n).view(shape)
+        _, func, args, kwargs = skeleton
+        node = lambda a: isinstance(a, tuple) and bool(a) and a[0] in ("slot", "op")  # noqa: E731
+        args = tree_map(lambda a: _Interceptor._index_of(a) if node(a) else a, args,
+                        is_leaf=node)
+        return func(*args, **kwargs)
+
+    def _fill_folded(self, storages) -> None:
+        """Write the folded temporaries on `storages` (all if None) with their values."""
+        done = set()
+        for s in list(self.folded if storages is None else storages):
+            entry = self.folded.pop(s, None)
+            if entry is None:
+                continue
+            ref, key, record = entry
+            t = ref()
+            if t is None:
+                continue
+            src, index, spec, shape, total = record
+            full = init_many_([(torch.empty(shape, dtype=local_tensor(t).dtype,
+                                            device=local_tensor(t).device), spec)],
+                              seed=self.session.seed)[0]
+            values = torch.empty(total, dtype=full.dtype, device=full.device)
+            values[self._index_of(src).reshape(-1).to(full.device)] = full.reshape(-1)
+            o, n = index[key]
+            with torch.no_grad():
+                local_tensor(t).view(-1).copy_(values[o:o + n])
+            done.add(s)
 
     def _materialize(self, x):
         """The real tensor a placeholder stands for: its temporaries written (flush), then the
@@ -482,6 +559,12 @@ class _Interceptor(TorchDispatchMode):
             if isinstance(out, torch.Tensor):
                 self.fresh[id(out)] = weakref.ref(out, lambda _, i=id(out): self.fresh.pop(i, None))
             return out
+        if self.folded:
+            touched = {local_tensor(t).untyped_storage()._cdata
+                       for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)
+                       and not _storageless(t)} & set(self.folded)
+            if touched:
+                self._fill_folded(touched)
         if self.lazy or session.temporaries:
             handled, result = self._lazy_op(func, args, kwargs)
             if handled:
@@ -536,6 +619,7 @@ def recording(root: nn.Module, seed: int, prefix: str = "") -> Iterator[InitSess
     try:
         with hints, interceptor:
             yield session
+            interceptor._fill_folded(None)
     except BaseException:
         session.discard()
         raise
