@@ -23,15 +23,18 @@ from collections import deque
 from contextlib import contextmanager
 from typing import Dict, Iterator, Optional, Tuple
 
+import weakref
+
 import numpy as np
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import tree_leaves, tree_map
 
 from ._seed import resolve_seed
-from .session import DeferredOp, InitSession, Pending, tensor_key
+from .api import init_many_
+from .session import DeferredOp, InitSession, Pending, local_tensor, tensor_key
 from .sharding import is_dtensor
 from .specs import Constant, Normal, TruncNormal, Uniform
 
@@ -70,6 +73,21 @@ def _spec(func, args, kwargs):
 
 
 _WRITES = {aten.normal_.default, aten.uniform_.default, aten.fill_.Scalar, aten.zero_.default}
+
+
+def _meta(x):
+    """x as a meta tensor of its (global) shape and dtype; anything else as is."""
+    if isinstance(x, torch.Tensor):
+        return torch.empty(x.shape, dtype=x.dtype, device="meta")
+    return x
+
+
+def _storageless(t) -> bool:
+    try:
+        local_tensor(t).untyped_storage()
+        return False
+    except (RuntimeError, NotImplementedError):
+        return True
 
 
 def _writes_plus_zero(spec) -> bool:
@@ -304,6 +322,44 @@ def _fold(session: InitSession, bounds: Dict[tuple, tuple], func, args, kwargs):
     return True, t
 
 
+# -- temporaries ---------------------------------------------------------------------------------
+# Init code may draw into a fresh tensor of its own and copy it into a parameter (torchtitan's
+# fused wqkv: q, k, v drawn with trunc_normal_, concatenated, then `wqkv.copy_(fused)`). An init
+# write to a fresh tensor that is not the module's is queued too, unnamed: the n-th temporary of
+# a recording is drawn, if it is ever written, on param_stream("fusedinit.temporary.<n>") - a
+# deterministic stream, so a temporary that is read gets the same values in every run. A `cat`
+# of whole pending temporaries with one spec (streams aside), and views of that, are lazy meta
+# placeholders carrying the spec (nothing allocated, nothing computed, no collective on
+# DTensors); a whole-tensor `param.copy_(placeholder)` of exactly the param's shape and dtype
+# queues that spec on the param under its own name: its elements are i.i.d. draws of the spec in
+# some order, which is what the param's own write of the spec is. Any other use of a placeholder
+# writes its temporaries (on their streams) and runs the recorded ops, then the op as written.
+
+_FACTORIES = {aten.new_empty.default, aten.empty.memory_format, aten.empty_like.default}
+_LAZY_VIEWS = {aten.view.default, aten._unsafe_view.default, aten.alias.default,
+               aten.detach.default}
+
+
+def _drawless(spec):
+    """The spec with its stream cleared: what two i.i.d. sources must share."""
+    if "stream" in {f.name for f in dataclasses.fields(spec)}:
+        return dataclasses.replace(spec, stream=0)
+    return spec
+
+
+@dataclasses.dataclass
+class _Lazy:
+    """A placeholder's spec (stream cleared), the temporaries it draws from, and how it is made
+    from them: (func, args, kwargs), args holding real tensors or other placeholders."""
+
+    spec: object
+    sources: tuple
+    func: object
+    args: tuple
+    kwargs: dict
+    real: Optional[torch.Tensor] = None
+
+
 class _Interceptor(TorchDispatchMode):
     def __init__(self, session: InitSession, hints: _BoundHints):
         super().__init__()
@@ -314,6 +370,171 @@ class _Interceptor(TorchDispatchMode):
         # Rows (dim 0) of sharded (DTensor) parameters handed out as meta placeholders: a
         # DTensor select on a sharded dim would gather the whole tensor. id -> (param, row).
         self.rows = {}
+        # Fresh tensors made inside the recording (the only ones that can become temporaries).
+        # id -> weakref (a WeakSet would compare tensors with ==, itself an op).
+        self.fresh: Dict[int, weakref.ref] = {}
+        self.temporaries = 0  # counter naming each temporary's stream
+        # id(placeholder) -> _Lazy; an entry goes when its placeholder does.
+        self.lazy: Dict[int, _Lazy] = {}
+        # storage -> (weakref to a temporary folded into a param, its key, how to fill it).
+        self.folded: Dict[int, tuple] = {}
+        self.temp_objects: Dict[tuple, weakref.ref] = {}
+
+    # -- temporaries -----------------------------------------------------------------------
+    def _queue_temporary(self, t: torch.Tensor, spec) -> bool:
+        ref = self.fresh.get(id(t))
+        if ref is None or ref() is not t or not t.is_floating_point():
+            return False
+        local = local_tensor(t)
+        if not local.is_contiguous() or local.storage_offset() != 0 or \
+                local.numel() * local.element_size() != local.untyped_storage().nbytes():
+            return False
+        key = tensor_key(t)
+        if key is None:
+            return False
+        label = f"fusedinit.temporary.{self.temporaries}"
+        self.temporaries += 1
+        self.session.queue_temporary(t, spec, label)
+        self.temp_objects[key] = weakref.ref(t)  # the code's own object (the queue holds an alias)
+        return True
+
+    def _source(self, x) -> Optional[Tuple[object, tuple]]:
+        """(spec without stream, source keys) of a placeholder or of a whole pending
+        temporary, or None."""
+        if not isinstance(x, torch.Tensor):
+            return None
+        lazy = self.lazy.get(id(x))
+        if lazy is not None:
+            return lazy.spec, lazy.sources
+        key = self.session.whole_temporary(x)
+        if key is None:
+            return None
+        return _drawless(self.session.pending[key].spec), (key,)
+
+    def _placeholder(self, func, args, kwargs, spec, sources) -> torch.Tensor:
+        meta_args = tuple([_meta(a) for a in x] if isinstance(x, (list, tuple)) else _meta(x)
+                          for x in args)
+        out = func(*meta_args, **kwargs)
+        self.lazy[id(out)] = _Lazy(spec, sources, func, args, kwargs)
+        weakref.finalize(out, self.lazy.pop, id(out), None)
+        return out
+
+    def _lazy_op(self, func, args, kwargs):
+        """(handled, result): cat of temporaries, a view of a placeholder, or a copy_ of one
+        into a parameter."""
+        if func is aten.cat.default and args and isinstance(args[0], (list, tuple)) \
+                and len(args[0]) > 0:
+            found = [self._source(x) for x in args[0]]
+            if any(f is None for f in found):
+                return False, None
+            keys = [k for _, ks in found for k in ks]
+            specs = {f[0] for f in found}
+            dtypes = {x.dtype for x in args[0]}
+            if len(specs) != 1 or len(set(keys)) != len(keys) or len(dtypes) != 1:
+                return False, None
+            return True, self._placeholder(func, args, kwargs, specs.pop(), tuple(keys))
+        if not args or not isinstance(args[0], torch.Tensor):
+            return False, None
+        lazy = self.lazy.get(id(args[0]))
+        if lazy is not None and func in _LAZY_VIEWS:
+            out = self._placeholder(func, args, kwargs, lazy.spec, lazy.sources)
+            if out.is_contiguous() and out.numel() == args[0].numel():
+                return True, out
+            return False, None
+        if func is aten.copy_.default and len(args) >= 2:
+            found = self._source(args[1])
+            dest, src = args[0], args[1]
+            if found is None or self.session.name_of(dest) is None \
+                    or dest.shape != src.shape or dest.dtype != src.dtype:
+                return False, None
+            spec, keys = found
+            if any(k not in self.session.pending for k in keys):
+                return False, None
+            # Whole param, same shape and dtype: the param's own write of the spec.
+            if not self.session.queue(dest, spec):
+                return False, None
+            self._keep_folded(src, keys, self.session.entry(dest).spec, tuple(dest.shape))
+            for k in keys:
+                self.session.drop_key(k)
+            return True, dest
+        return False, None
+
+    # A folded temporary is not written by the param's write; should it still be alive and be
+    # used (or outlive the recording), it gets the values it holds in the param: the param's
+    # contract values (computed whole, no collective) put back through the recorded cat/views.
+    # Tracked by a weakref to the temporary: an entry goes with it (its memory cannot be reused
+    # while it lives); a view that outlives its temporary is not tracked.
+    def _keep_folded(self, src, keys, spec, shape):
+        temps = [self.temp_objects.pop(k, lambda: None)() for k in keys]
+        if any(t is None for t in temps):
+            temps = [self.session.pending[k].tensor for k in keys]
+        sizes = [local_tensor(t).numel() for t in temps]
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        index = {k: (o, n) for k, o, n in zip(keys, offsets, sizes)}
+        record = (self._skeleton(src, index), index, spec, shape, sum(sizes))
+        for k, t in zip(keys, temps):
+            c = local_tensor(t).untyped_storage()._cdata
+            self.folded[c] = (weakref.ref(t, lambda _, c=c: self.folded.pop(c, None)), k, record)
+
+    def _skeleton(self, x, index):
+        """How a placeholder (or a whole temporary view) is made, with each temporary replaced
+        by its (offset, size, shape) among the concatenated temporaries: no tensor is kept."""
+        lazy = self.lazy.get(id(x))
+        if lazy is None:
+            s = local_tensor(x).untyped_storage()._cdata
+            key = next(k for k in index if k[0] == s)
+            return ("slot",) + index[key] + (tuple(x.shape),)
+        args = tree_map(lambda a: self._skeleton(a, index) if isinstance(a, torch.Tensor)
+                        else a, lazy.args)
+        return ("op", lazy.func, args, lazy.kwargs)
+
+    @staticmethod
+    def _index_of(skeleton):
+        """The skeleton run on positions: each element's position among the temporaries."""
+        if skeleton[0] == "slot":
+            _, o, n, shape = skeleton
+            return torch.arange(o, o + n).view(shape)
+        _, func, args, kwargs = skeleton
+        node = lambda a: isinstance(a, tuple) and bool(a) and a[0] in ("slot", "op")  # noqa: E731
+        args = tree_map(lambda a: _Interceptor._index_of(a) if node(a) else a, args,
+                        is_leaf=node)
+        return func(*args, **kwargs)
+
+    def _fill_folded(self, storages) -> None:
+        """Write the folded temporaries on `storages` (all if None) with their values."""
+        done = set()
+        for s in list(self.folded if storages is None else storages):
+            entry = self.folded.pop(s, None)
+            if entry is None:
+                continue
+            ref, key, record = entry
+            t = ref()
+            if t is None:
+                continue
+            src, index, spec, shape, total = record
+            full = init_many_([(torch.empty(shape, dtype=local_tensor(t).dtype,
+                                            device=local_tensor(t).device), spec)],
+                              seed=self.session.seed)[0]
+            values = torch.empty(total, dtype=full.dtype, device=full.device)
+            values[self._index_of(src).reshape(-1).to(full.device)] = full.reshape(-1)
+            o, n = index[key]
+            with torch.no_grad():
+                local_tensor(t).view(-1).copy_(values[o:o + n])
+            done.add(s)
+
+    def _materialize(self, x):
+        """The real tensor a placeholder stands for: its temporaries written (flush), then the
+        recorded ops run as written."""
+        lazy = self.lazy.get(id(x)) if isinstance(x, torch.Tensor) else None
+        if lazy is None:
+            return x
+        if lazy.real is None:
+            if any(k in self.session.pending for k in lazy.sources):
+                self.session.flush_temporaries()
+            args = tuple([self._materialize(a) for a in v] if isinstance(v, (list, tuple))
+                         else self._materialize(v) for v in lazy.args)
+            lazy.real = lazy.func(*args, **lazy.kwargs)
+        return lazy.real
 
     def _row_of_dtensor(self, func, args):
         if func is not aten.select.int or not is_dtensor(args[0]) or len(args) < 3:
@@ -333,12 +554,30 @@ class _Interceptor(TorchDispatchMode):
             return placeholder
         if self.rows and any(id(t) in self.rows for t in tree_leaves((args, kwargs))):
             return self._row_op(func, args, kwargs)
+        if func in _FACTORIES:
+            out = func(*args, **kwargs)
+            if isinstance(out, torch.Tensor):
+                self.fresh[id(out)] = weakref.ref(out, lambda _, i=id(out): self.fresh.pop(i, None))
+            return out
+        if self.folded:
+            touched = {local_tensor(t).untyped_storage()._cdata
+                       for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)
+                       and not _storageless(t)} & set(self.folded)
+            if touched:
+                self._fill_folded(touched)
+        if self.lazy or session.temporaries:
+            handled, result = self._lazy_op(func, args, kwargs)
+            if handled:
+                return result
+            if self.lazy and any(isinstance(t, torch.Tensor) and id(t) in self.lazy
+                                 for t in tree_leaves((args, kwargs))):
+                args, kwargs = tree_map(self._materialize, (args, kwargs))
         tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         if func in _WRITES and args and isinstance(args[0], torch.Tensor):
             spec = _spec(func, args, kwargs)
             if spec is not None:
                 key = tensor_key(args[0])
-                if session.queue(args[0], spec):
+                if session.queue(args[0], spec) or self._queue_temporary(args[0], spec):
                     self.bounds[key] = tuple(self.hints.pop(key, ()))
                     return args[0]
                 if _writes_plus_zero(spec) and session.zero_row(args[0]):
@@ -352,6 +591,8 @@ class _Interceptor(TorchDispatchMode):
             if dest is not None and not any(session.touches_pending(t) for t in tensors[1:]) \
                     and session.drop(dest) and not session.touches_pending(dest):
                 pass  # the copy overwrites a whole pending tensor: its write is not needed
+            elif session.temporaries and session.only_temporaries(tensors):
+                session.flush_temporaries()
             else:
                 session.flush()
         return func(*args, **kwargs)
@@ -378,6 +619,7 @@ def recording(root: nn.Module, seed: int, prefix: str = "") -> Iterator[InitSess
     try:
         with hints, interceptor:
             yield session
+            interceptor._fill_folded(None)
     except BaseException:
         session.discard()
         raise

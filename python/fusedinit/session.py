@@ -89,6 +89,9 @@ class InitSession:
         # skips): what a recording on the meta device hands to a later, sharded write.
         self.written: Dict[str, object] = {}
         self.deferred_on_meta: List[str] = []
+        # Pending writes to temporaries (tensors made during the recording, not the module's):
+        # key -> label, whose param_stream is the temporary's stream (engine.py).
+        self.temporaries: Dict[tuple, str] = {}
 
     # -- queue --------------------------------------------------------------------------------
     def name_of(self, t: torch.Tensor) -> Optional[str]:
@@ -115,6 +118,35 @@ class InitSession:
             self._storages[s] = self._storages.get(s, 0) + 1
         self.pending[key] = Pending(t.detach(), spec)
         return True
+
+    def queue_temporary(self, t: torch.Tensor, spec, label: str) -> None:
+        """Queue `spec` for the whole temporary `t` on the stream of `label`: written with the
+        module's writes unless engine.py folds it into a parameter first (then dropped)."""
+        key = tensor_key(t)
+        if "stream" in {f.name for f in dataclasses.fields(spec)}:
+            spec = dataclasses.replace(spec, stream=param_stream(label))
+        if key not in self.pending:
+            s = storage_of(t)
+            self._storages[s] = self._storages.get(s, 0) + 1
+        self.temporaries[key] = label
+        self.pending[key] = Pending(t.detach(), spec)
+
+    def whole_temporary(self, t: torch.Tensor) -> Optional[tuple]:
+        """The key of the pending temporary whose elements `t` covers, all and in order (the
+        temporary itself or a contiguous view of all of it), with no deferred ops; or None."""
+        s = storage_of(t)
+        if s is None or s not in self._storages:
+            return None
+        local = local_tensor(t)
+        for key in self.temporaries:
+            p = self.pending.get(key)
+            if p is None or p.ops or storage_of(p.tensor) != s:
+                continue
+            base = local_tensor(p.tensor)
+            if local.is_contiguous() and local.storage_offset() == base.storage_offset() \
+                    and local.numel() == base.numel() and local.dtype == base.dtype:
+                return key
+        return None
 
     def entry(self, t: torch.Tensor) -> Optional[Pending]:
         """The pending write of exactly `t` (same memory region), or None."""
@@ -155,21 +187,42 @@ class InitSession:
         key = tensor_key(t)
         if key is None or key not in self.pending:
             return False
-        del self.pending[key]
-        s = storage_of(t)
+        self.drop_key(key)
+        return True
+
+    def drop_key(self, key: tuple) -> None:
+        p = self.pending.pop(key)
+        self.temporaries.pop(key, None)
+        s = storage_of(p.tensor)
         self._storages[s] -= 1
         if not self._storages[s]:
             del self._storages[s]
-        return True
 
     def specs_by_name(self) -> Dict[str, object]:
         """The pending spec of each parameter / buffer, by fully qualified name."""
-        return {self.names[key]: p.spec for key, p in self.pending.items()}
+        return {self.names[key]: p.spec for key, p in self.pending.items() if key in self.names}
 
     def discard(self) -> None:
         """Forget every pending write (the recording failed: nothing is written)."""
         self.pending.clear()
         self._storages.clear()
+        self.temporaries.clear()
+
+    def only_temporaries(self, tensors) -> bool:
+        """Every pending storage among `tensors` is a temporary's (no module tensor's)."""
+        touched = {storage_of(t) for t in tensors if self.touches_pending(t)}
+        return all(storage_of(p.tensor) not in touched for key, p in self.pending.items()
+                   if key not in self.temporaries)
+
+    def flush_temporaries(self) -> None:
+        """Write the pending temporaries only (something reads one): the module's writes stay
+        queued for the one op call at the end."""
+        keys = list(self.temporaries)
+        entries = [(k, self.pending[k]) for k in keys if k in self.pending]
+        for k in keys:
+            if k in self.pending:
+                self.drop_key(k)
+        self._write(entries)
 
     def flush(self) -> None:
         """Write everything pending: one init_many_ call (one op call per device), which checks
@@ -180,7 +233,14 @@ class InitSession:
             return
         entries = list(self.pending.items())
         self.discard()
+        self._write(entries)
+
+    def _write(self, entries) -> None:
+        if not entries:
+            return
         for key, p in entries:
+            if key not in self.names:  # a temporary
+                continue
             self.written[self.names[key]] = p.spec
             if p.ops and p.tensor.device.type == "meta":
                 self.deferred_on_meta.append(self.names[key])
