@@ -20,6 +20,34 @@ PRETRAINED = {name: tf.PreTrainedModel.__dict__[name]
               for name in ("__init__", "post_init", "initialize_weights")}
 
 
+def _torch_init_tables():
+    """The attributes transformers' `guard_torch_init_functions` swaps during every init pass."""
+    import sys
+
+    try:
+        from transformers.initialization import TORCH_INIT_FUNCTIONS, TORCH_MODULES_TO_PATCH
+    except ImportError:  # transformers 4.x: no guard
+        return {}
+    return {(name, fn): getattr(sys.modules[name], fn) for name in TORCH_MODULES_TO_PATCH
+            if name in sys.modules for fn in TORCH_INIT_FUNCTIONS
+            if hasattr(sys.modules[name], fn)}
+
+
+@pytest.fixture(autouse=True)
+def restore_transformers_guard():
+    """transformers' own init pass swaps torch.nn.init's functions (guard_torch_init_functions)
+    and restores what it saved - which, with two passes interleaved in two threads, can be the
+    other pass's wrappers: a transformers race, not fusedinit's (fusedinit swaps nothing), but
+    it would leave torch.nn.init rebound for every later test in this process (torchtitan's
+    param_init identity checks then fail). Restore the tables after each test here."""
+    import sys
+
+    saved = _torch_init_tables()
+    yield
+    for (name, fn), original in saved.items():
+        setattr(sys.modules[name], fn, original)
+
+
 def run_threads(targets, timeout=120):
     errors = []
 
