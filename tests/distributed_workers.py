@@ -52,7 +52,10 @@ class NoCollectives(TorchDispatchMode):
 
     def __enter__(self):
         self.issued = []
-        self.groups = list(dist.distributed_c10d._world.pg_map)
+        # Process-group pre-hooks exist from torch 2.14; before that the dispatch mode alone
+        # guards (every ProcessGroup method and DTensor collective dispatches a c10d op).
+        self.groups = [g for g in dist.distributed_c10d._world.pg_map
+                       if hasattr(g, "register_pre_hook")]
         for group in self.groups:
             group.register_pre_hook(self.HOOK_ID, lambda args: self.issued.append(args.name))
         return super().__enter__()

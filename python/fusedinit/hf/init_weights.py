@@ -27,15 +27,27 @@ _lock = threading.Lock()
 
 
 def config_std(config) -> float:
-    """The std transformers' base `_init_weights` uses for this config."""
+    """The std transformers' base `_init_weights` uses for this config - as the installed
+    transformers reads it: 5.x also takes `init_std` / `initializer_factor` and treats an
+    `initializer_range` of 0 as unset; 4.x takes `initializer_range` as it is."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if _transformers_major() < 5:
+        if hasattr(config, "initializer_range"):
+            return config.initializer_range
+        return getattr(text, "initializer_range", 0.02)
     if hasattr(config, "initializer_range"):
         return config.initializer_range or 0.02
     if hasattr(config, "init_std"):
         return config.init_std
     if hasattr(config, "initializer_factor"):
         return config.initializer_factor
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
     return getattr(text, "initializer_range", 0.02)
+
+
+def _transformers_major() -> int:
+    import transformers
+
+    return int(transformers.__version__.split(".")[0])
 
 
 def fused_init_weights(self, module: nn.Module) -> None:
