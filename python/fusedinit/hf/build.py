@@ -128,6 +128,7 @@ def _from_config_sharded(model: nn.Module, device: torch.device, mesh, seed) -> 
 
     materialize_(model, device, parameters=False)
     untied = _untie(model)
+    _forget_initialized(model)
     with recording(model, seed) as session:
         model.initialize_weights()
     if session.deferred_on_meta:
@@ -148,6 +149,13 @@ def _from_config_sharded(model: nn.Module, device: torch.device, mesh, seed) -> 
                            f"{missing[:5]} (rules recorded on meta must cover every parameter)")
     init_many_([(params[n], specs[n]) for n in params], seed=seed)
     return model
+
+
+def _forget_initialized(model: nn.Module) -> None:
+    """Nothing was initialized (parameters were built on meta), but transformers 4.x marks
+    every module initialized as it builds it: clear the marks so the pass sees every module."""
+    for module in model.modules():
+        module.__dict__.pop("_is_hf_initialized", None)
 
 
 def from_config(config, *, model_class=None, device=None, dtype: Optional[torch.dtype] = None,
@@ -185,8 +193,7 @@ def from_config(config, *, model_class=None, device=None, dtype: Optional[torch.
     materialize_(model, device, progress)
     untied = _untie(model)
     steps.update()
-    for module in model.modules():  # nothing was initialized: let the pass see every module
-        module.__dict__.pop("_is_hf_initialized", None)
+    _forget_initialized(model)
     with recording(model, seed):
         model.initialize_weights()
     steps.update()
