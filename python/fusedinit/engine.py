@@ -310,7 +310,7 @@ def _fold(session: InitSession, bounds: Dict[tuple, tuple], func, args, kwargs):
             low, high = _value_range(p.spec, p.tensor.dtype)
             if (x <= low) if func is aten.lt.Scalar else (x >= high):
                 # No value is outside: the comparison is known without reading the tensor.
-                return True, torch.zeros_like(t, dtype=torch.bool)
+                return True, _all_false_like(t)
         return False, None
     step = _step(func, args, kwargs)
     if step is None:
@@ -320,6 +320,36 @@ def _fold(session: InitSession, bounds: Dict[tuple, tuple], func, args, kwargs):
         return False, None
     p.spec, p.ops = after
     return True, t
+
+
+def _all_false_like(t: torch.Tensor) -> torch.Tensor:
+    """An all-False mask shaped like `t`. For a plain tensor one stride-0 byte marked as known
+    false, so torch's `(t < lo) | (t > hi)` and `.any()` (answered in `_known_false_op`) cost
+    nothing instead of two full-size bool tensors a parameter; a DTensor gets a real mask
+    sharded like it."""
+    if is_dtensor(t):
+        return torch.zeros_like(t, dtype=torch.bool)
+    mask = torch.zeros((), dtype=torch.bool, device=t.device).expand(t.shape)
+    mask._fusedinit_all_false = True
+    return mask
+
+
+def _known_false(x) -> bool:
+    return isinstance(x, torch.Tensor) and getattr(x, "_fusedinit_all_false", False)
+
+
+_OR = {aten.bitwise_or.Tensor, aten.logical_or.default}
+
+
+def _known_false_op(func, args, kwargs):
+    """(handled, result) for `|` of two known-false masks (another one) and `.any()` of one
+    (False); anything else on them runs as written on the stride-0 tensor."""
+    if func in _OR and len(args) == 2 and not kwargs and _known_false(args[0]) \
+            and _known_false(args[1]) and args[0].shape == args[1].shape:
+        return True, _all_false_like(args[0])
+    if func is aten.any.default and len(args) == 1 and _known_false(args[0]):
+        return True, torch.zeros((), dtype=torch.bool, device=args[0].device)
+    return False, None
 
 
 # -- temporaries ---------------------------------------------------------------------------------
@@ -549,6 +579,10 @@ class _Interceptor(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         session = self.session
+        if func in _OR or func is aten.any.default:
+            handled, result = _known_false_op(func, args, kwargs)
+            if handled:
+                return result
         placeholder = self._row_of_dtensor(func, args)
         if placeholder is not None:
             return placeholder
