@@ -255,3 +255,31 @@ def test_other_torch_init_functions(op_calls):
     assert ((sparse == 0).sum(0) == 4).all() and torch.equal(sparse[sparse != 0], drawn[sparse != 0])
     assert torch.equal(m[3].weight, torch.eye(8))
     assert torch.equal(m[4].weight, nn.init.dirac_(torch.empty(4, 4, 3)))
+
+
+def test_rejection_sampler_masks_cost_no_memory():
+    """torch >= 2.14's trunc_normal_ tests `(t < lo) | (t > hi)` and `.any()` on the drawn
+    tensor; under fuse the answer is known (no value is outside), so neither the comparisons nor
+    the `|` may allocate or read a full-size mask - they reach no kernel at all."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ran(TorchDispatchMode):  # entered first: sees only what the engine really runs
+        def __init__(self):
+            super().__init__()
+            self.big = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.dtype == torch.bool and out.numel() > 1 \
+                    and out.stride() != (0,) * out.dim():
+                self.big.append(func)
+            return out
+
+    lin = nn.Linear(256, 512, bias=False)
+    ran = Ran()
+    with ran, fusedinit.fuse(lin, seed=3):
+        nn.init.trunc_normal_(lin.weight, std=0.02, a=-0.04, b=0.04)
+    assert ran.big == [], ran.big
+    expected = fusedinit.trunc_normal_(torch.empty(512, 256), 0.0, 0.02, -0.04, 0.04, seed=3,
+                                       stream=fusedinit.param_stream("weight"))
+    assert torch.equal(lin.weight.detach().view(torch.int32), expected.view(torch.int32))
