@@ -87,3 +87,17 @@ def isas():
     finally:
         fusedinit.testing.set_cpu_isa("auto")
     return names
+
+
+@pytest.fixture
+def op_calls(monkeypatch):
+    """Number of tensors in each fusedinit op call made during the test."""
+    calls = []
+    real = fusedinit._ops.init_
+
+    def spy(tensors, *args):
+        calls.append(len(tensors))
+        return real(tensors, *args)
+
+    monkeypatch.setattr(fusedinit._ops, "init_", spy)
+    return calls

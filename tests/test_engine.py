@@ -17,18 +17,6 @@ SEED = 1234
 EARLY_TRUNC = functools.partial(nn.init.trunc_normal_, std=0.02)
 
 
-@pytest.fixture
-def op_calls(monkeypatch):
-    """Number of tensors in each fusedinit op call."""
-    calls = []
-    real = fusedinit._ops.init_
-
-    def spy(tensors, *args):
-        calls.append(len(tensors))
-        return real(tensors, *args)
-
-    monkeypatch.setattr(fusedinit._ops, "init_", spy)
-    return calls
 
 
 def contract(fill, shape, name, *args, dtype=torch.float32, **kwargs):

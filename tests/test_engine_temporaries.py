@@ -15,17 +15,6 @@ SEED = 77
 N_KV, PER_KV, HEAD, DIM = 2, 3, 4, 8  # q: 2*3 heads of 4 rows, k and v: 2 heads each
 
 
-@pytest.fixture
-def op_calls(monkeypatch):
-    calls = []
-    real = fusedinit._ops.init_
-
-    def spy(tensors, *args):
-        calls.append(len(tensors))
-        return real(tensors, *args)
-
-    monkeypatch.setattr(fusedinit._ops, "init_", spy)
-    return calls
 
 
 def contract(fill, shape, stream_name, *args, **kwargs):

@@ -15,18 +15,6 @@ from hf_configs import families  # noqa: E402
 FAMILIES = families()
 
 
-@pytest.fixture
-def op_calls(monkeypatch):
-    """Number of tensors in each fusedinit op call."""
-    calls = []
-    real = fusedinit._ops.init_
-
-    def spy(tensors, *args):
-        calls.append(len(tensors))
-        return real(tensors, *args)
-
-    monkeypatch.setattr(fusedinit._ops, "init_", spy)
-    return calls
 
 
 def stock(name, seed=0):
