@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import fusedinit
-from fusedinit import Constant, Uniform, param_stream
+from fusedinit import Constant, TruncNormal, Uniform, param_stream
 
 SEED = 20261130
 
@@ -304,3 +304,31 @@ def test_bad_arguments():
         fusedinit.materialize_(model, device="cpu", seed=-1)
     # Nothing was allocated by the refused calls.
     assert all(p.device.type == "meta" for p in model.parameters())
+
+
+class TruncNormalConstructor(nn.Module):
+    """A constructor calling torch's own nn.init.trunc_normal_, which returns at once for meta
+    tensors: deferred_init must still record it."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(64, 32)
+        nn.init.trunc_normal_(self.proj.weight, std=0.02, a=-0.04, b=0.04)
+        self.table = nn.Parameter(torch.empty(10, 8))
+        nn.init.trunc_normal_(self.table, mean=1.0, std=0.5)
+
+
+def test_torch_trunc_normal_in_a_constructor_is_recorded():
+    model = fusedinit.deferred_init(TruncNormalConstructor)
+    assert model.proj.weight.is_meta  # only the constructor saw its tensors as live
+    fusedinit.materialize_(model, device="cpu", seed=SEED)
+    assert_contract(model.proj.weight, TruncNormal(0.0, 0.02, -0.04, 0.04), "proj.weight")
+    assert_contract(model.table, TruncNormal(1.0, 0.5, -2.0, 2.0), "table")
+    assert_contract(model.proj.bias, fan_in_bias(model.proj.weight), "proj.bias")
+    # The same values as the stock-built module's trunc_normal_ calls run under fuse.
+    stock = TruncNormalConstructor()
+    with fusedinit.fuse(stock, seed=SEED):
+        nn.init.trunc_normal_(stock.proj.weight, std=0.02, a=-0.04, b=0.04)
+        nn.init.trunc_normal_(stock.table, mean=1.0, std=0.5)
+    for name in ("proj.weight", "table"):
+        assert torch.equal(bits(model.get_parameter(name)), bits(stock.get_parameter(name))), name

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn.modules.module import (register_module_buffer_registration_hook,
                                      register_module_parameter_registration_hook)
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -125,6 +126,24 @@ class _ConstructionTracker(_WriteTracker):
         return super().__torch_dispatch__(func, types, args, kwargs)
 
 
+class _LiveTensors(TorchFunctionMode):
+    """Tensors the constructor registered answer `is_meta` with False while it runs: they stand
+    for the real tensors the constructor would have made (as torchdistx's fake tensors did), so
+    init code that skips meta tensors - torch's own `nn.init.trunc_normal_` returns at once for
+    them - runs its writes, which the engine records. Only `is_meta` is answered (`device` still
+    says meta) and only for the constructor's own tensors."""
+
+    def __init__(self, construction: "_Construction"):
+        super().__init__()
+        self.construction = construction
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__self__", None) is torch.Tensor.is_meta and len(args) == 1 \
+                and tensor_key(args[0]) in self.construction.names:
+            return False
+        return func(*args, **(kwargs or {}))
+
+
 class _Construction:
     """Names every tensor a constructor registers (provisionally: the module has no names
     yet) so the engine queues its init writes, and moves parameters to the meta device."""
@@ -208,7 +227,8 @@ def deferred_init(fn: Callable[..., M], *args, **kwargs) -> M:
         hooks = [register_module_parameter_registration_hook(construction.on_parameter),
                  register_module_buffer_registration_hook(construction.on_buffer)]
         try:
-            module = fn(*args, **kwargs)
+            with _LiveTensors(construction):
+                module = fn(*args, **kwargs)
         finally:
             for hook in hooks:
                 hook.remove()

@@ -348,7 +348,9 @@ def _known_false_op(func, args, kwargs):
             and _known_false(args[1]) and args[0].shape == args[1].shape:
         return True, _all_false_like(args[0])
     if func is aten.any.default and len(args) == 1 and _known_false(args[0]):
-        return True, torch.zeros((), dtype=torch.bool, device=args[0].device)
+        # On meta (deferred_init) the answer is a CPU scalar: the caller tests it with bool().
+        device = "cpu" if args[0].device.type == "meta" else args[0].device
+        return True, torch.zeros((), dtype=torch.bool, device=device)
     return False, None
 
 
