@@ -332,3 +332,41 @@ def test_torch_trunc_normal_in_a_constructor_is_recorded():
         nn.init.trunc_normal_(stock.table, mean=1.0, std=0.5)
     for name in ("proj.weight", "table"):
         assert torch.equal(bits(model.get_parameter(name)), bits(stock.get_parameter(name))), name
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_failed_materialize_leaves_the_module_as_it_was(swap):
+    """A materialize_ that raises (a parameter nothing initializes, or init() itself failing)
+    hands back no half-written module: every parameter and buffer is what it was before, and a
+    second call can succeed."""
+    previous = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(swap)
+    try:
+        model = fusedinit.deferred_init(Unrecordable)
+        weight, bias = model.proj.weight, model.proj.bias
+        with pytest.raises(RuntimeError, match=r"proj\.weight"):
+            fusedinit.materialize_(model, device="cpu", seed=SEED)
+        assert model.proj.weight is weight and weight.is_meta and bias.is_meta
+
+        def broken(m):
+            nn.init.zeros_(m.proj.weight)
+            raise ValueError("init failed")
+        with pytest.raises(ValueError, match="init failed"):
+            fusedinit.materialize_(model, device="cpu", seed=SEED, init=broken)
+        assert model.proj.weight.is_meta and model.proj.bias.is_meta
+
+        # A module with real weights keeps them when materialize_ fails on it.
+        real = nn.Sequential(nn.Linear(4, 4), nn.MultiheadAttention(8, 2))
+        before = {n: t.detach().clone() for n, t in real.state_dict().items()}
+        with pytest.raises(RuntimeError, match="in_proj_weight"):
+            fusedinit.materialize_(real, device="cpu", seed=SEED)
+        after = real.state_dict()
+        assert before.keys() == after.keys()
+        for n in before:
+            assert torch.equal(before[n], after[n]), n
+
+        fusedinit.materialize_(model, device="cpu", seed=SEED,
+                               init=lambda m: nn.init.uniform_(m.proj.weight, -0.5, 0.5))
+        assert_contract(model.proj.weight, Uniform(-0.5, 0.5), "proj.weight")
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(previous)

@@ -273,37 +273,46 @@ def _post_order(module: nn.Module) -> Iterator[nn.Module]:
     yield from visit(module)
 
 
+def _snapshot(module: nn.Module) -> list:
+    """Every parameter and buffer slot of every submodule with what it holds now (and the
+    tensor a parameter wraps, which to_empty may replace in place through `.data`)."""
+    saved = []
+    for m in module.modules():
+        for name, p in m._parameters.items():
+            saved.append((m._parameters, name, p, None if p is None else p.data))
+        for name, b in m._buffers.items():
+            saved.append((m._buffers, name, b, None))
+    return saved
+
+
+def _restore(saved: list) -> List[str]:
+    """Put the snapshot back; the names that could not be restored (best effort: the caller is
+    already raising)."""
+    failed = []
+    with torch.no_grad():
+        for table, name, obj, data in saved:
+            table[name] = obj
+            if data is None:
+                continue
+            try:
+                if obj.device == data.device and not is_dtensor(obj):
+                    obj.data = data
+                else:  # to_empty swapped the contents (swap_module_params_on_conversion)
+                    torch.utils.swap_tensors(obj, type(obj)(data, requires_grad=obj.requires_grad))
+            except Exception:  # noqa: BLE001 - reported on the error being raised
+                failed.append(name)
+    return failed
+
+
 def _set_buffer(module: nn.Module, name: str, value: torch.Tensor) -> None:
     owner, _, leaf = name.rpartition(".")
     module.get_submodule(owner)._buffers[leaf] = value
 
 
-def materialize_(module: M, *, device, seed: Optional[int] = None,
-                 generator: Optional[torch.Generator] = None,
-                 init: Optional[Callable[[nn.Module], object]] = None) -> M:
-    """Allocate `module` on `device` and initialize it in one fused pass (one op call per
-    device, each parameter on the stream of its fully qualified name, one `seed` or 64 bits
-    drawn from `generator` / torch's default generator): the constructor init `deferred_init`
-    recorded, then `init(module)` if given (e.g. `lambda m: m.init_weights()`), else - for a
-    module not built by `deferred_init` - every submodule's public `reset_parameters()`.
-    Parameters that are already DTensors (FSDP2, tensor parallelism) get their local shards
-    written, equal to the unsharded module's. Buffers that hold real values are kept (moved to
-    `device`). Raises, naming them, if any parameter or buffer is left uninitialized."""
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
-    try:
-        device = torch.device(device)
-    except (TypeError, RuntimeError) as exc:
-        raise ValueError(f"device must name a torch device, got {device!r}") from exc
-    if device.type == "meta":
-        raise ValueError("device must be a real device, not 'meta'")
-    if init is not None and not callable(init):
-        raise TypeError(f"init must be a callable taking the module, got {type(init).__name__}")
-    seed = resolve_seed(seed, generator)
-    record = deferred_record(module)
-
-    kept = {name: b for name, b in module.named_buffers(remove_duplicate=True)
-            if b.device.type != "meta" and not is_dtensor(b)}
+def _allocate_and_write(module: nn.Module, device: torch.device, seed: int,
+                        record: Optional[DeferredRecord],
+                        init: Optional[Callable[[nn.Module], object]],
+                        kept: Dict[str, torch.Tensor]) -> None:
     module.to_empty(device=device)
     for name, b in kept.items():
         _set_buffer(module, name, b.to(device))
@@ -340,6 +349,46 @@ def materialize_(module: M, *, device, seed: Optional[int] = None,
                "init() did not write them")
         raise RuntimeError(f"fusedinit.materialize_: left uninitialized: {', '.join(reasons)}"
                            f"{more}; {how}")
+
+
+def materialize_(module: M, *, device, seed: Optional[int] = None,
+                 generator: Optional[torch.Generator] = None,
+                 init: Optional[Callable[[nn.Module], object]] = None) -> M:
+    """Allocate `module` on `device` and initialize it in one fused pass (one op call per
+    device, each parameter on the stream of its fully qualified name, one `seed` or 64 bits
+    drawn from `generator` / torch's default generator): the constructor init `deferred_init`
+    recorded, then `init(module)` if given (e.g. `lambda m: m.init_weights()`), else - for a
+    module not built by `deferred_init` - every submodule's public `reset_parameters()`.
+    Parameters that are already DTensors (FSDP2, tensor parallelism) get their local shards
+    written, equal to the unsharded module's. Buffers that hold real values are kept (moved to
+    `device`). Raises, naming them, if any parameter or buffer is left uninitialized; when it
+    raises, the module's parameters and buffers are left as they were."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    try:
+        device = torch.device(device)
+    except (TypeError, RuntimeError) as exc:
+        raise ValueError(f"device must name a torch device, got {device!r}") from exc
+    if device.type == "meta":
+        raise ValueError("device must be a real device, not 'meta'")
+    if init is not None and not callable(init):
+        raise TypeError(f"init must be a callable taking the module, got {type(init).__name__}")
+    seed = resolve_seed(seed, generator)
+    record = deferred_record(module)
+
+    kept = {name: b for name, b in module.named_buffers(remove_duplicate=True)
+            if b.device.type != "meta" and not is_dtensor(b)}
+    saved = _snapshot(module)
+    try:
+        _allocate_and_write(module, device, seed, record, init, kept)
+    except BaseException as exc:
+        # Nothing half-done is handed back: every parameter and buffer is put back as it was
+        # (to_empty allocated new memory, so the old tensors are intact) and materialize_ can
+        # be called again.
+        failed = _restore(saved)
+        if failed:
+            exc.add_note(f"fusedinit.materialize_ could not put back: {', '.join(failed)}")
+        raise
     return module
 
 
