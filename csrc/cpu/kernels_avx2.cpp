@@ -1,6 +1,6 @@
 // AVX2 + FMA block kernels: Philox on 4 counters per vector (one uint32 per 64-bit lane, so
-// vpmuludq yields both halves of each product), the quantile table read by permutes over the
-// 16 rows that nearly every word uses (gathers for the rest), conversion and store in one pass.
+// vpmuludq yields both halves of each product), the quantile table read one 32-byte row per
+// lane and transposed in registers, conversion and store in one pass.
 // Same operations in the same order as rng_math.h, so the bits equal the portable kernels.
 // Selected at run time only on CPUs that report AVX2, FMA and BMI2 (isa.cpp); the fp16 store
 // also needs F16C, checked here, with the scalar store where it is missing.
@@ -22,7 +22,7 @@ namespace avx2 {
 namespace {
 
 constexpr int64_t kBlock = 1024;  // elements per inner block, a multiple of 64
-constexpr int kBatches = 4;       // Philox vectors interleaved to hide the multiplier latency
+constexpr int kBatches = 8;       // Philox vectors interleaved to hide the multiplier latency
 constexpr int kBatchWords = 16 * kBatches;
 
 // Philox4x32-10 for kBatches x 4 consecutive groups starting at group g, each uint32 in the
@@ -90,16 +90,12 @@ void words_block(uint64_t seed, uint64_t stream, uint64_t first, int64_t n, uint
   std::memcpy(out, tmp + skip, static_cast<size_t>(n) * sizeof(uint32_t));
 }
 
-// Rows 48..63 (octaves 24..31, q >= 2^-8) of every column in two 8-row registers: all 8 lanes
-// of a vector fall there with probability (1 - 2^-8)^8, about 97%; the others gather.
+// The table row-major: row r's 8 columns (c0..c6, m) in one 32-byte line.
 struct Table {
-  __m256 a[kNormalTableColumns];  // rows 48..55
-  __m256 b[kNormalTableColumns];  // rows 56..63
+  alignas(32) float rows[kNormalTableRows][kNormalTableColumns];
   Table() {
-    for (int k = 0; k < kNormalTableColumns; ++k) {
-      a[k] = _mm256_loadu_ps(&kNormalTable[k][48]);
-      b[k] = _mm256_loadu_ps(&kNormalTable[k][56]);
-    }
+    for (int r = 0; r < kNormalTableRows; ++r)
+      for (int k = 0; k < kNormalTableColumns; ++k) rows[r][k] = kNormalTable[k][r];
   }
 };
 
@@ -108,41 +104,47 @@ const Table& table() {
   return t;
 }
 
-inline __m256 horner_gather(__m256i row, __m256 tv) {
-  auto column = [&](int k) { return _mm256_i32gather_ps(&kNormalTable[k][0], row, 4); };
-  const __m256 s = _mm256_sub_ps(tv, column(kNormalTableCenter));  // exact
-  __m256 r = column(kNormalTableDegree);
-  for (int k = kNormalTableDegree - 1; k >= 0; --k) r = _mm256_fmadd_ps(r, s, column(k));
-  return r;
+// Columns 0..7 of the rows of the 8 lanes. Each lane's row is one 32-byte line; lanes l and
+// l + 4 share a register (a 16-byte load and a 16-byte insert per half line), and an in-lane
+// 4x4 transpose per half turns those into columns in lane order: 16 loads and 16 in-lane
+// shuffles for any of the 64 rows. (Permutes over table registers cover 16 rows with 16
+// cross-lane permutes and 8 blends a vector - and cross-lane permutes issue once per two
+// cycles on some x86 cores, AMD Zen 3 among them - leaving the other rows to gathers.)
+inline void table_columns(const Table& t, __m256i row, __m256 col[kNormalTableColumns]) {
+  alignas(32) uint32_t offset[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(offset), _mm256_slli_epi32(row, 5));
+  const char* base = reinterpret_cast<const char*>(&t.rows[0][0]);
+  for (int half = 0; half < 2; ++half) {
+    __m256 x[4];
+    for (int l = 0; l < 4; ++l) {
+      x[l] = _mm256_loadu2_m128(reinterpret_cast<const float*>(base + offset[l + 4] + 16 * half),
+                                reinterpret_cast<const float*>(base + offset[l] + 16 * half));
+    }
+    const __m256d t0 = _mm256_castps_pd(_mm256_unpacklo_ps(x[0], x[1]));  // a0 b0 a1 b1
+    const __m256d t1 = _mm256_castps_pd(_mm256_unpackhi_ps(x[0], x[1]));  // a2 b2 a3 b3
+    const __m256d t2 = _mm256_castps_pd(_mm256_unpacklo_ps(x[2], x[3]));  // c0 d0 c1 d1
+    const __m256d t3 = _mm256_castps_pd(_mm256_unpackhi_ps(x[2], x[3]));  // c2 d2 c3 d3
+    col[4 * half + 0] = _mm256_castpd_ps(_mm256_unpacklo_pd(t0, t2));     // a0 b0 c0 d0
+    col[4 * half + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(t0, t2));
+    col[4 * half + 2] = _mm256_castpd_ps(_mm256_unpacklo_pd(t1, t3));
+    col[4 * half + 3] = _mm256_castpd_ps(_mm256_unpackhi_pd(t1, t3));
+  }
 }
 
-// half_normal_quantile(octave, mant23) for N vectors of 8 lanes. Every step runs across the N
-// vectors before the next, so their independent Horner chains sit side by side in the
-// instruction stream and overlap (one vector's chain alone would fill the scheduler).
+// half_normal_quantile(octave, mant23) for N vectors of 8 lanes, one vector after the other:
+// each vector's work is short enough that the core overlaps consecutive vectors itself.
 template <int N>
 inline void quantile(const Table& t, const __m256i* octave, const __m256i* mant23, __m256* r) {
-  __m256i row[N];
-  __m256 tv[N], upper[N], s[N];
   for (int v = 0; v < N; ++v) {
-    row[v] = _mm256_add_epi32(_mm256_slli_epi32(octave[v], 1), _mm256_srli_epi32(mant23[v], 22));
-    tv[v] = _mm256_castsi256_ps(_mm256_or_si256(mant23[v], _mm256_set1_epi32(0x3f800000)));
-    // Row bit 3 (rows 56..63) moved to the sign bit, where blendv reads its selector.
-    upper[v] = _mm256_castsi256_ps(_mm256_slli_epi32(row[v], 28));
-  }
-  auto column = [&](int k, int v) {
-    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t.a[k], row[v]),
-                            _mm256_permutevar8x32_ps(t.b[k], row[v]), upper[v]);
-  };
-  for (int v = 0; v < N; ++v) s[v] = _mm256_sub_ps(tv[v], column(kNormalTableCenter, v));  // exact
-  for (int v = 0; v < N; ++v) r[v] = column(kNormalTableDegree, v);
-  for (int k = kNormalTableDegree - 1; k >= 0; --k) {
-    for (int v = 0; v < N; ++v) r[v] = _mm256_fmadd_ps(r[v], s[v], column(k, v));
-  }
-  // Lanes in rows below 48 read the wrong slice above: such vectors (about 3%) start over
-  // with gathers.
-  for (int v = 0; v < N; ++v) {
-    const __m256i low = _mm256_cmpgt_epi32(_mm256_set1_epi32(48), row[v]);
-    if (__builtin_expect(!_mm256_testz_si256(low, low), 0)) r[v] = horner_gather(row[v], tv[v]);
+    const __m256i row =
+        _mm256_add_epi32(_mm256_slli_epi32(octave[v], 1), _mm256_srli_epi32(mant23[v], 22));
+    const __m256 tv =
+        _mm256_castsi256_ps(_mm256_or_si256(mant23[v], _mm256_set1_epi32(0x3f800000)));
+    __m256 col[kNormalTableColumns];
+    table_columns(t, row, col);
+    const __m256 s = _mm256_sub_ps(tv, col[kNormalTableCenter]);  // exact
+    r[v] = col[kNormalTableDegree];
+    for (int k = kNormalTableDegree - 1; k >= 0; --k) r[v] = _mm256_fmadd_ps(r[v], s, col[k]);
   }
 }
 
@@ -170,11 +172,14 @@ inline void standard_normal(const Table& t, const __m256i* w, __m256* z) {
   }
 }
 
+// One instruction each: vmaxps(x, y) is exactly x > y ? x : y and vminps(x, y) exactly
+// x < y ? x : y (the second operand for equal values, zeros of either sign and NaN), so with
+// the bound first these are the contract's selects bit for bit, -0.0 and NaN included.
 inline __m256 select_lt(__m256 v, __m256 bound) {  // v < bound ? bound : v
-  return _mm256_blendv_ps(v, bound, _mm256_cmp_ps(v, bound, _CMP_LT_OQ));
+  return _mm256_max_ps(bound, v);
 }
 inline __m256 select_gt(__m256 v, __m256 bound) {  // v > bound ? bound : v
-  return _mm256_blendv_ps(v, bound, _mm256_cmp_ps(v, bound, _CMP_GT_OQ));
+  return _mm256_min_ps(bound, v);
 }
 
 // The float32 values of N vectors of words.
@@ -230,7 +235,7 @@ inline void values_n(const Job& job, const Table& t, const __m256i* w, __m256* o
   }
 }
 
-constexpr int kVectors = 4;  // vectors of words transformed together (values_n)
+constexpr int kVectors = 8;  // vectors of words transformed together (values_n)
 
 inline __m256 value8(const Job& job, const Table& t, __m256i w) {
   __m256 v;
