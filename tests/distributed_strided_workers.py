@@ -110,18 +110,3 @@ def fsdp_over_tp():
     for n, p in params.items():
         _expect_equal(p.data, specs[n], 1234, f"{n} {p.placements}")
 
-
-def run(rank, world, init_file, case):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world)
-    try:
-        globals()[case]()
-        dist.barrier()
-    except BaseException:
-        dist.destroy_process_group()
-        raise
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # as distributed_workers.run: skip gloo's teardown after a clean run

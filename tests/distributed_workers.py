@@ -167,25 +167,6 @@ def fsdp2_init_module():
             raise AssertionError(f"rank {dist.get_rank()}: FSDP2 {name} differs")
 
 
-def run(rank, world, init_file, case):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world)
-    try:
-        globals()[case]()
-        dist.barrier()
-    except BaseException:
-        dist.destroy_process_group()
-        raise
-    # Every rank is done (barrier): leave without running gloo's destructors, whose thread
-    # teardown intermittently aborts the process ("terminate called without an active
-    # exception") on torch 2.13 after a clean run.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
 def fsdp2_llama_from_config():
     import transformers as tf
 

@@ -2,7 +2,6 @@
 models initialized in place equal the unsharded result bit for bit, with no collective."""
 import os
 import sys
-import time
 
 import pytest
 import torch
@@ -12,23 +11,11 @@ if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("torch.distributed with gloo is needed", allow_module_level=True)
 
 sys.path.insert(0, os.path.dirname(__file__))
-import distributed_workers  # noqa: E402
-
-
-TIME_LIMIT_S = 240
+from gloo_spawn import spawn as _spawn  # noqa: E402
 
 
 def spawn(case, world, tmp_path):
-    """Run `case` on `world` gloo processes; fail (and kill them) after TIME_LIMIT_S."""
-    context = torch.multiprocessing.start_processes(
-        distributed_workers.run, args=(world, str(tmp_path / "rendezvous"), case),
-        nprocs=world, join=False, start_method="spawn")
-    deadline = time.monotonic() + TIME_LIMIT_S
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"{case} on {world} processes ran past {TIME_LIMIT_S} s")
+    _spawn("distributed_workers", case, world, tmp_path)
 
 
 def test_no_collectives_guard_catches_every_kind_of_collective(tmp_path):

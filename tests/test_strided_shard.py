@@ -3,7 +3,6 @@ placements are initialized shard by shard, equal to the unsharded tensor bit for
 collective (4 gloo processes on CPU, a 2x2 mesh)."""
 import os
 import sys
-import time
 
 import pytest
 import torch
@@ -14,21 +13,11 @@ if not dist.is_available() or not dist.is_gloo_available():
 pytest.importorskip("torch.distributed.tensor.placement_types")
 
 sys.path.insert(0, os.path.dirname(__file__))
-import distributed_strided_workers  # noqa: E402
-
-TIME_LIMIT_S = 240
+from gloo_spawn import spawn as _spawn  # noqa: E402
 
 
 def spawn(case, world, tmp_path):
-    context = torch.multiprocessing.start_processes(
-        distributed_strided_workers.run, args=(world, str(tmp_path / "rendezvous"), case),
-        nprocs=world, join=False, start_method="spawn")
-    deadline = time.monotonic() + TIME_LIMIT_S
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"{case} on {world} processes ran past {TIME_LIMIT_S} s")
+    _spawn("distributed_strided_workers", case, world, tmp_path)
 
 
 def test_strided_shard_dtensors_equal_the_unsharded_tensor(tmp_path):

@@ -4,7 +4,6 @@ FSDP2 on 1, 2 and 4 ranks and FSDP2 x TP (TP degree 2) on 2 and 4 ranks, initial
 bit - no seed checkpoint."""
 import os
 import sys
-import time
 
 import pytest
 import torch
@@ -18,19 +17,12 @@ import torchtitan_workers as tw  # noqa: E402
 
 tw.require_torchtitan()
 
-TIME_LIMIT_S = 300
+from gloo_spawn import spawn as _spawn  # noqa: E402
 
 
 def spawn(case, world, tmp_path):
-    context = torch.multiprocessing.start_processes(
-        tw.run, args=(world, str(tmp_path / "rendezvous"), case), nprocs=world, join=False,
-        start_method="spawn")
-    deadline = time.monotonic() + TIME_LIMIT_S
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"{case} on {world} processes ran past {TIME_LIMIT_S} s")
+    """case: "<family>:<tp degree>" - FSDP2 over world / tp ranks, TP of degree tp."""
+    _spawn("torchtitan_workers", f"compare_case:{case}", world, tmp_path, time_limit_s=300)
 
 
 WQKV = tw.WQKV
