@@ -120,3 +120,27 @@ def test_a_model_built_inside_another_but_not_registered_gets_its_own_pass():
     expected = fusedinit.normal_(torch.empty(50, 8), 0.0, 0.02, seed=9,
                                  stream=param_stream("emb.weight"))
     assert_bitwise_equal(aside, expected, "its own pass, named in its own model")
+
+
+class Failing(TinyPreTrained):
+    """A constructor that raises after PreTrainedModel.__init__: post_init never runs."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.emb = torch.nn.Embedding(10, 4)
+        raise ValueError("bad config")
+
+
+def test_a_model_whose_constructor_raised_is_not_waited_for():
+    """The failed model stays alive (the caught exception's traceback holds it), marked as being
+    built; a model built afterwards in the same thread must still get its own fused pass instead
+    of deferring it to the dead construction (it would keep torch's constructor init)."""
+    cfg = tf.PretrainedConfig(initializer_range=0.05)
+    with fusedinit.patched_transformers(seed=11):
+        with pytest.raises(ValueError, match="bad config") as failure:
+            Failing(cfg)
+        model = Tiny(cfg)
+    assert failure.value.__traceback__ is not None  # the failed model is still referenced
+    expected = fusedinit.normal_(torch.empty(16, 16), 0.0, 0.05, seed=11,
+                                 stream=param_stream("proj.weight"))
+    assert_bitwise_equal(model.proj.weight.detach(), expected, "initialized by its own pass")

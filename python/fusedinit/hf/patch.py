@@ -14,13 +14,15 @@ which is what the user asks for; unpatching restores them):
   another model is being built (LlamaModel inside LlamaForCausalLM) defers it to the enclosing
   model, whose pass covers it once every parameter name is final (streams are hashes of names
   in the finished model). A deferred model that does not end up inside the enclosing one gets
-  its own pass right after the enclosing pass. Which models are being built is a ContextVar:
-  per thread / task, no stack inspection.
+  its own pass right after the enclosing pass. Which models are being built is a ContextVar
+  (per thread / task); before a pass is deferred, the enclosing model's constructor is checked
+  to be still running (one whose constructor raised is forgotten, not waited for).
 """
 from __future__ import annotations
 
 import contextvars
 import functools
+import sys
 import threading
 import weakref
 from contextlib import contextmanager
@@ -50,12 +52,29 @@ def _pretrained_model():
     return PreTrainedModel
 
 
+def _constructing(model) -> bool:
+    """Whether some `__init__` of `model` is still running in this thread. A model whose
+    constructor raised after PreTrainedModel.__init__ never reaches post_init and stays marked
+    as being built; the frames tell the two apart. Looked at only when a pass is about to be
+    deferred (a model built while another one is marked), so the common path walks no stack."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "__init__" and frame.f_locals.get("self") is model:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _enclosing(model):
-    """The innermost other model being built in this context, or None."""
+    """The innermost other model being built in this context, or None. Models marked as being
+    built whose constructor has ended by an exception are unmarked on the way."""
     for ref in reversed(_building.get()):
         other = ref()
-        if other is not None and other is not model:
+        if other is None or other is model:
+            continue
+        if _constructing(other):
             return other
+        _building.set(tuple(r for r in _building.get() if r() is not None and r() is not other))
     return None
 
 
