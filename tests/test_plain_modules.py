@@ -370,3 +370,25 @@ def test_failed_materialize_leaves_the_module_as_it_was(swap):
         assert_contract(model.proj.weight, Uniform(-0.5, 0.5), "proj.weight")
     finally:
         torch.__future__.set_swap_module_params_on_conversion(previous)
+
+
+class NarrowTruncNormal(nn.Module):
+    """torch's trunc_normal_ with <= 30% of the mass inside [a, b] tests drawn values, which a
+    meta tensor cannot answer: deferred_init must not fail, and the parameter is named."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.empty(8, 8))
+        nn.init.trunc_normal_(self.w, mean=0.0, std=1.0, a=2.0, b=3.0)
+        self.ok = nn.Parameter(torch.empty(4))
+        nn.init.trunc_normal_(self.ok, std=0.5)
+
+
+def test_narrow_trunc_normal_in_a_constructor_is_named_not_guessed():
+    model = fusedinit.deferred_init(NarrowTruncNormal)
+    with pytest.raises(RuntimeError, match=r"left uninitialized: w"):
+        fusedinit.materialize_(model, device="cpu", seed=SEED)
+    fusedinit.materialize_(model, device="cpu", seed=SEED,
+                           init=lambda m: nn.init.trunc_normal_(m.w, std=1.0, a=2.0, b=3.0))
+    assert float(model.w.min()) >= 2.0 and float(model.w.max()) <= 3.0
+    assert_contract(model.ok, TruncNormal(0.0, 0.5, -2.0, 2.0), "ok")

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import math
+import sys
 from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple, TypeVar
 
 import torch
@@ -126,12 +128,32 @@ class _ConstructionTracker(_WriteTracker):
         return super().__torch_dispatch__(func, types, args, kwargs)
 
 
+# torch's trunc_normal_ returns at once for meta tensors ("sampling is a no-op"), before any op
+# the engine could record.
+_TRUNC_NORMAL_CODE = getattr(getattr(nn.init, "_no_grad_trunc_normal_", None), "__code__", None)
+
+
+def _engine_folds_trunc_normal(frame) -> bool:
+    """Whether the trunc_normal_ call running in `frame` takes torch's rejection branch (more
+    than 30% of the mass inside [a, b]), whose masks the engine answers without data, so it
+    runs on a meta tensor and folds into one TruncNormal. The other branch tests drawn values
+    (`pending.any()`), which a meta tensor cannot answer."""
+    f = frame.f_locals
+    try:
+        mean, std, a, b = (float(f[k]) for k in ("mean", "std", "a", "b"))
+        cdf = lambda x: (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0  # noqa: E731 - torch's
+        return std > 0 and cdf((b - mean) / std) - cdf((a - mean) / std) > 0.3
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return False
+
+
 class _LiveTensors(TorchFunctionMode):
-    """Tensors the constructor registered answer `is_meta` with False while it runs: they stand
-    for the real tensors the constructor would have made (as torchdistx's fake tensors did), so
-    init code that skips meta tensors - torch's own `nn.init.trunc_normal_` returns at once for
-    them - runs its writes, which the engine records. Only `is_meta` is answered (`device` still
-    says meta) and only for the constructor's own tensors."""
+    """While a constructor runs, torch's `nn.init.trunc_normal_` sees the constructor's own
+    tensors as not meta (they stand for the real tensors the constructor would have made), so
+    it issues its ops and the engine records them as one truncated normal. Only that function
+    is answered (its frame is the getter's caller) and only when the engine can fold the branch
+    it takes; everything else sees the truth. A narrow interval (<= 30% of the mass) stays
+    unrecorded: materialize_ names the parameter unless `init=` covers it."""
 
     def __init__(self, construction: "_Construction"):
         super().__init__()
@@ -139,8 +161,11 @@ class _LiveTensors(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if getattr(func, "__self__", None) is torch.Tensor.is_meta and len(args) == 1 \
+                and _TRUNC_NORMAL_CODE is not None \
                 and tensor_key(args[0]) in self.construction.names:
-            return False
+            caller = sys._getframe(1)
+            if caller.f_code is _TRUNC_NORMAL_CODE and _engine_folds_trunc_normal(caller):
+                return False
         return func(*args, **(kwargs or {}))
 
 
