@@ -17,7 +17,7 @@ COL_OFFSET, COL_NUMEL, COL_FIRST_BLOCK, COL_PAD_BEGIN, COL_PAD_END, COL_STREAM_L
 COL_SIZES = 14           # 8 sizes, then 8 strides (strided layout only)
 MAX_DIMS = 8
 META_COLS = COL_SIZES + 2 * MAX_DIMS
-TABLE_STRIDE = 8         # normal table: 64 rows of 8 floats (c0..c6, expansion point m)
+TABLE_STRIDE = 8         # normal table: 64 rows of 8 floats (c0..c6, 1 - expansion point m)
 TABLE_SKIP = 254         # unused rows before row 0: the kernel indexes rows by f >> 22
 
 # Destination codes (constexpr STORE).
@@ -126,15 +126,27 @@ def _half_normal_quantile(f, table, NATIVE: tl.constexpr):
     """The quantile of the argument whose octave and mantissa are those of the float32 bits f
     (biased exponent 127 + octave, mantissa field mant23): its row 2 * octave + the top
     mantissa bit is (f >> 22) - TABLE_SKIP, its t = 1.mant23 is f's significand."""
-    # The table as int64 pairs of float32 (c0|c1, c2|c3, c4|c5, c6|m): four 8-byte loads a row.
+    # The table as int64 pairs of float32 (c0|c1, c2|c3, c4|c5, c6|1-m): a 32-byte row.
     # Row r is stored at index r + TABLE_SKIP (launch.py): indexed by f >> 22 itself.
-    pairs = table + (f >> 22) * (_TABLE_STRIDE // 2)
-    c01 = tl.load(pairs + 0)
-    c23 = tl.load(pairs + 1)
-    c45 = tl.load(pairs + 2)
-    c6m = tl.load(pairs + 3)
-    s = _f32((f & 0x7fffff) | 0x3f800000) - _hi_f32(c6m)  # exact
-    r = _lo_f32(c6m)
+    if NATIVE:
+        # The row's address and its two 16-byte loads in one block: (f >> 22) * 32 + table is
+        # one wide multiply-add, and a row is 32-byte aligned (the table is 16-byte aligned).
+        c01, c23, c45, c6n = tl.inline_asm_elementwise(
+            "{ .reg .u32 r; .reg .u64 a; shr.u32 r, $4, 22; mad.wide.u32 a, r, 32, $5; "
+            "ld.global.nc.v2.u64 {$0, $1}, [a]; ld.global.nc.v2.u64 {$2, $3}, [a+16]; }",
+            "=l,=l,=l,=l,r,l", [f, table.to(tl.int64, bitcast=True)],
+            dtype=(tl.int64, tl.int64, tl.int64, tl.int64), is_pure=True, pack=1)
+    else:
+        pairs = table + (f >> 22) * (_TABLE_STRIDE // 2)
+        c01 = tl.load(pairs + 0)
+        c23 = tl.load(pairs + 1)
+        c45 = tl.load(pairs + 2)
+        c6n = tl.load(pairs + 3)
+    # s = t - m, exact (m in [1.25, 1.75]): the mantissa field read as a subnormal float32 is
+    # (t - 1) * 2^-126, so (t - 1) * 2^126 + (1 - m) is t - m with nothing to round.
+    s = _fma(_f32(f & 0x7fffff), tl.full(f.shape, 8.507059173023462e+37, tl.float32),  # 2^126
+             _hi_f32(c6n), NATIVE)
+    r = _lo_f32(c6n)
     r = _fma(r, s, _hi_f32(c45), NATIVE)
     r = _fma(r, s, _lo_f32(c45), NATIVE)
     r = _fma(r, s, _hi_f32(c23), NATIVE)

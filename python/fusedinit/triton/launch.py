@@ -3,6 +3,7 @@ tensors that share a dtype and a layout class (aligned contiguous, other contigu
 from __future__ import annotations
 
 import math
+import struct
 from collections import defaultdict
 from typing import Dict, List, Sequence
 
@@ -18,12 +19,24 @@ _STORE = {torch.float32: K.F32, torch.float64: K.F64, torch.bfloat16: K.BF16, to
 _tables: Dict[torch.device, torch.Tensor] = {}
 
 
+def _one_minus(bits: int) -> int:
+    """The float32 bits of 1 - x for the float32 bits of x in [1, 2) (exact)."""
+    x = struct.unpack("<f", struct.pack("<I", bits))[0]
+    if not 1.0 <= x < 2.0:
+        raise ValueError(f"expansion point {x} outside [1, 2)")
+    return struct.unpack("<I", struct.pack("<f", 1.0 - x))[0]
+
+
 def _table_rows() -> torch.Tensor:
     """The 64 x 8 row-major coefficient table as int64 pairs of float32 bit patterns (little
     endian: even column in the low half), after K.TABLE_SKIP zero rows (the kernel indexes
-    row r at r + TABLE_SKIP, which saves it a subtraction per value), on the CPU."""
+    row r at r + TABLE_SKIP, which saves it a subtraction per value), on the CPU. The last
+    column holds 1 - m instead of the expansion point m: the kernel's s = t - m is one fma
+    of the mantissa field (K._half_normal_quantile)."""
     rows = torch.zeros(K.TABLE_SKIP + 64, K.TABLE_STRIDE, dtype=torch.int32)
     for k, column in enumerate(COEFFS):
+        if k == K.TABLE_STRIDE - 1:
+            column = [_one_minus(b) for b in column]
         rows[K.TABLE_SKIP:, k] = torch.tensor([b - (1 << 32) if b >= 1 << 31 else b
                                                for b in column], dtype=torch.int32)
     return rows.flatten().view(torch.int64)
