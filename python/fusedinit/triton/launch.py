@@ -139,8 +139,19 @@ def _init(tensors, kinds, params, streams, padding_rows, seed, placements):
                 [padding_rows[i] for i in group], [offsets[i] for i in group], seed)
 
 
+def round_keys(seed: int) -> List[int]:
+    """The 20 Philox4x32-10 round keys of a uint64 seed (k0, k1 of round 0, of round 1, ...),
+    as int32 (the kernel's key0..key19 arguments read them back as uint32 words)."""
+    k0, k1 = seed & 0xFFFFFFFF, seed >> 32
+    keys = []
+    for _ in range(10):
+        keys += [k0, k1]
+        k0, k1 = (k0 + 0x9E3779B9) & 0xFFFFFFFF, (k1 + 0xBB67AE85) & 0xFFFFFFFF
+    return [k - (1 << 32) if k >= 1 << 31 else k for k in keys]
+
+
 def _meta_row(t: torch.Tensor, offset: int, first_block: int, kind: int, stream: int,
-              padding_row: int, seed: int, strided: bool, placement=(0, 0, 0)) -> List[int]:
+              padding_row: int, strided: bool, placement=(0, 0, 0)) -> List[int]:
     row = [0] * K.META_COLS
     row[K.COL_INDEX_OFFSET], row[K.COL_RUN], row[K.COL_RUN_STRIDE] = placement
     row[K.COL_OFFSET] = offset
@@ -150,8 +161,7 @@ def _meta_row(t: torch.Tensor, offset: int, first_block: int, kind: int, stream:
         width = t.numel() // t.shape[0]
         row[K.COL_PAD_BEGIN] = padding_row * width
         row[K.COL_PAD_END] = (padding_row + 1) * width
-    row[K.COL_STREAM_LO], row[K.COL_STREAM_HI] = stream & 0xFFFFFFFF, stream >> 32
-    row[K.COL_SEED_LO], row[K.COL_SEED_HI] = seed & 0xFFFFFFFF, seed >> 32
+    row[K.COL_STREAM] = stream - (1 << 64) if stream >= 1 << 63 else stream  # int64 bits
     row[K.COL_KIND] = kind
     if strided:
         sizes, strides = merged_dims(t)
@@ -169,7 +179,7 @@ def _launch(dtype, layout, index_class, tensors, kinds, params, streams, padding
     rows, first_block = [], 0
     for j, t in enumerate(tensors):
         rows.append(_meta_row(t, (t.data_ptr() - base.data_ptr()) // esize, first_block, kinds[j],
-                              streams[j], padding_rows[j], seed, layout == "strided",
+                              streams[j], padding_rows[j], layout == "strided",
                               placements[j]))
         first_block += -(-t.numel() // BLOCK)
     meta = torch.tensor(rows, dtype=torch.int64)
@@ -181,6 +191,7 @@ def _launch(dtype, layout, index_class, tensors, kinds, params, streams, padding
     K.init_kernel[(first_block,)](
         base, meta.to(device, non_blocking=non_blocking),
         flat_params.to(device, non_blocking=non_blocking), normal_table(device), len(tensors),
+        *round_keys(seed),
         STORE=_STORE[dtype], STRIDED=layout == "strided", ALIGNED=layout == "aligned",
         NATIVE=not interpreting(), UNIT=8 if esize == 2 else 4, BLOCK=BLOCK,
         SEARCH_STEPS=math.ceil(math.log2(len(tensors))) if len(tensors) > 1 else 0,
