@@ -329,18 +329,19 @@ def init_kernel(base, meta, params, table, num_tensors,
             key14.to(tl.uint32, bitcast=True), key15.to(tl.uint32, bitcast=True),
             key16.to(tl.uint32, bitcast=True), key17.to(tl.uint32, bitcast=True),
             key18.to(tl.uint32, bitcast=True), key19.to(tl.uint32, bitcast=True))
-    pid = tl.program_id(0).to(tl.int64)
-    # The tensor of this block: the last one whose first block is <= pid.
+    pid = tl.program_id(0)
+    # The tensor of this block: the last one whose first block is <= pid (int32: block numbers
+    # and tensor counts are below 2^31).
     lo = pid * 0
     hi = lo + num_tensors - 1
     for _ in tl.static_range(SEARCH_STEPS):
-        mid = (lo + hi + 1) // 2
-        go_up = tl.load(meta + mid * _META_COLS + _COL_FIRST_BLOCK) <= pid
+        mid = (lo + hi + 1) >> 1
+        go_up = tl.load(meta + mid * _META_COLS + _COL_FIRST_BLOCK).to(tl.int32) <= pid
         lo = tl.where(go_up, mid, lo)
         hi = tl.where(go_up, hi, mid - 1)
     row_meta = meta + lo * _META_COLS
     numel = tl.load(row_meta + _COL_NUMEL)
-    begin = (pid - tl.load(row_meta + _COL_FIRST_BLOCK)) * BLOCK
+    begin = (pid.to(tl.int64) - tl.load(row_meta + _COL_FIRST_BLOCK)) * BLOCK
     stream = tl.load(row_meta + _COL_STREAM)
     stream_lo = stream.to(tl.uint32)
     stream_hi = (stream >> 32).to(tl.uint32)
