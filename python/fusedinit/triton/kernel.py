@@ -139,8 +139,9 @@ def _half_normal_quantile(f, table, NATIVE: tl.constexpr):
     # The table as int64 pairs of float32 (c0|c1, c2|c3, c4|c5, c6|1-m): a 32-byte row.
     # Row r is stored at index r + TABLE_SKIP (launch.py): indexed by f >> 22 itself.
     if NATIVE:
-        # The row's address and its two 16-byte loads in one block: (f >> 22) * 32 + table is
-        # one wide multiply-add, and a row is 32-byte aligned (the table is 16-byte aligned).
+        # The row's address ((f >> 22) * 32 bytes from the table, one wide multiply-add) and
+        # its two 16-byte loads in one block: rows are 32 bytes apart from a table that is
+        # 16-byte aligned (launch.normal_table checks), so both loads are aligned.
         c01, c23, c45, c6n = tl.inline_asm_elementwise(
             "{ .reg .u32 r; .reg .u64 a; shr.u32 r, $4, 22; mad.wide.u32 a, r, 32, $5; "
             "ld.global.nc.v2.u64 {$0, $1}, [a]; ld.global.nc.v2.u64 {$2, $3}, [a+16]; }",

@@ -57,6 +57,9 @@ def normal_table(device: torch.device) -> torch.Tensor:
             table = _TABLE_ROWS.to(device)
         else:
             table = _copy_outside_capture(_TABLE_ROWS, device)
+        if table.data_ptr() % 16:  # the kernel reads a row with two 16-byte loads
+            raise RuntimeError(f"fusedinit (Triton backend): coefficient table on {device} "
+                               "is not 16-byte aligned")
         _tables[device] = table
     return table
 
