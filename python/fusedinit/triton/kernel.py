@@ -358,7 +358,11 @@ def init_kernel(base, meta, params, table, num_tensors,
         # like the stream words, and Philox work on scalars is done once for all groups. Two
         # copies of the rest, each ending in its stores (a branch that yields no tensor).
         gbase = (begin + index_offset) >> 2  # both >= 0
-        if (gbase & 0xFFFFFFFF) <= 0x100000000 - BLOCK // 4:
+        if STRIDED:  # one copy: two of its per-dimension addressing would not fit registers
+            _fill(base, meta, row_meta, params, table, keys, lo, begin, numel, stream_lo,
+                  stream_hi, gbase, kind, STORE, STRIDED, ALIGNED, NATIVE, UNIT, BLOCK,
+                  INDEX_ALIGNED, HAS_RUNS, False)
+        elif (gbase & 0xFFFFFFFF) <= 0x100000000 - BLOCK // 4:
             _fill(base, meta, row_meta, params, table, keys, lo, begin, numel, stream_lo,
                   stream_hi, gbase, kind, STORE, STRIDED, ALIGNED, NATIVE, UNIT, BLOCK,
                   INDEX_ALIGNED, HAS_RUNS, True)
@@ -459,14 +463,20 @@ def _fill(base, meta, row_meta, params, table, keys, lo, begin, numel, stream_lo
         out = h16.to(tl.uint16).to(tl.float16, bitcast=True)
     # The padding row is zero: only blocks that overlap it compare indices (in the block,
     # int32: the bounds clamped to it). Index row_first + lane is compared as row_first against
-    # bound - lane: per-element indices exist in no path that does not need them.
+    # bound - lane: per-element indices exist in no path that does not need them. Strided
+    # blocks compare int64 tensor indices: with the int32 form ptxas gives their kernel 32
+    # registers and 4 KB of stack.
     pad_begin = tl.load(row_meta + _COL_PAD_BEGIN) - begin
     pad_end = tl.load(row_meta + _COL_PAD_END) - begin
     if (pad_begin < BLOCK) & (pad_end > 0):
-        pad_lo = tl.maximum(pad_begin, 0).to(tl.int32)
-        pad_hi = tl.minimum(pad_end, BLOCK).to(tl.int32)
-        out = tl.where((row_first >= pad_lo - lane) & (row_first < pad_hi - lane),
-                       tl.zeros_like(out), out)
+        if STRIDED:
+            idx = begin + row_first + lane
+            pad = (idx >= pad_begin + begin) & (idx < pad_end + begin)
+        else:
+            pad_lo = tl.maximum(pad_begin, 0).to(tl.int32)
+            pad_hi = tl.minimum(pad_end, BLOCK).to(tl.int32)
+            pad = (row_first >= pad_lo - lane) & (row_first < pad_hi - lane)
+        out = tl.where(pad, tl.zeros_like(out), out)
 
     start = tl.load(row_meta + _COL_OFFSET)
     if ALIGNED:
@@ -483,6 +493,11 @@ def _fill(base, meta, row_meta, params, table, keys, lo, begin, numel, stream_lo
     else:
         # A tensor's last block: whole rows with a row mask (still 16-byte stores), then the
         # partial row element-wise.
-        left = (numel - begin).to(tl.int32)
-        tl.store(ptrs, out, mask=row_first <= left - UNIT)
-        tl.store(ptrs, out, mask=(row_first < left - lane) & (row_first > left - UNIT))
+        if STRIDED:
+            idx = begin + row_first + lane
+            tl.store(ptrs, out, mask=begin + row_first + UNIT <= numel)
+            tl.store(ptrs, out, mask=(idx < numel) & (begin + row_first + UNIT > numel))
+        else:
+            left = (numel - begin).to(tl.int32)
+            tl.store(ptrs, out, mask=row_first <= left - UNIT)
+            tl.store(ptrs, out, mask=(row_first < left - lane) & (row_first > left - UNIT))
