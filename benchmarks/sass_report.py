@@ -25,7 +25,7 @@ phases of 16 / 8 lanes; a phase needs as many 128-byte wavefronts as the most di
 wavefront per cycle and issues 4 warp-instructions per cycle, so the table stays off the
 critical path while wavefronts per value < instructions per value / 128.
 
-    python benchmarks/sass_report.py [--json] [--arch 90]
+    python benchmarks/sass_report.py [--json] [--arch 90] [--only cuda|triton]
 """
 from __future__ import annotations
 
@@ -383,15 +383,21 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", type=int, default=90)
     parser.add_argument("--check", action="store_true",
                         help="also fail (exit 2) on spills or stores narrower than 16 bytes")
+    parser.add_argument("--only", choices=("cuda", "triton"),
+                        help="compile and report one kernel (the JSON has only its key)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        report = {"cuda": cuda_report(args.arch, pathlib.Path(tmp)),
-                  "triton": triton_report(args.arch, pathlib.Path(tmp))}
+        report = {}
+        if args.only != "triton":
+            report["cuda"] = cuda_report(args.arch, pathlib.Path(tmp))
+        if args.only != "cuda":
+            report["triton"] = triton_report(args.arch, pathlib.Path(tmp))
     bad = [f"{k}: {v}" for k in report for v in report[k]["ptx_violations"]]
     if args.json:
         out = {k: {d: r["per_element"] for d, r in report[k]["rows"].items()} for k in report}
-        out["cuda_smem_wavefronts"] = {d: r["wavefronts"]
-                                       for d, r in report["cuda"]["rows"].items()}
+        if "cuda" in report:
+            out["cuda_smem_wavefronts"] = {d: r["wavefronts"]
+                                           for d, r in report["cuda"]["rows"].items()}
         print(json.dumps(out))
     else:
         _print_table(report, args.arch)
@@ -431,8 +437,9 @@ def _print_table(report: dict, arch: int) -> None:
         for dtype, r in data["rows"].items():
             mix = ", ".join(f"{op} {n}" for op, n in r["mix"].items())
             print(f"{kernel} {dtype} hot-path mix: {mix}")
-    full = report["cuda"]["full"]
-    print(f"\nCUDA full kernel: {full['registers']} registers, {full['spills']} bytes spilled")
+    if "cuda" in report:
+        full = report["cuda"]["full"]
+        print(f"\nCUDA full kernel: {full['registers']} registers, {full['spills']} bytes spilled")
     for kernel, data in report.items():
         print(f"{kernel} PTX scan (.approx / .ftz / contracted fma): "
               f"{len(data['ptx_violations'])} violations")

@@ -110,3 +110,18 @@ def test_blocks_of_a_logical_tensor(dtype):
         fusedinit.init_many_([(local, spec, shape, [s.start for s in block])], seed=5,
                              backend="triton")
         assert_bitwise_equal(local, full[block], str(block))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_blocks_across_a_multiple_of_2_32_groups(dtype):
+    """A shard whose Philox groups run from 2^32 - 500 over 2^32 (the counter's high word
+    changes inside a block) and from 2^33 - 2 over 2^33 (at a block's start)."""
+    spec = fusedinit.Normal(0.5, 2.0, stream=3)
+    for start in (2**34 - 2000, 2**35 - 8):
+        local = torch.empty(5000, dtype=dtype)
+        placed = [(local, spec, (2**35 + 8192,), [start])]
+        fusedinit.init_many_(placed, seed=5, backend="triton")
+        expected = torch.empty(5000, dtype=dtype)
+        fusedinit.init_many_([(expected, spec, (2**35 + 8192,), [start])], seed=5,
+                             backend="reference")
+        assert_bitwise_equal(local, expected, str(start))

@@ -27,6 +27,16 @@ def test_report_json():
     assert all(0.25 <= n < 0.5 for n in report["cuda_smem_wavefronts"].values()), report
 
 
+def test_report_json_triton_only():
+    """--only triton compiles no CUDA (no nvcc needed): the JSON has the Triton key alone."""
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks/sass_report.py"), "--json",
+                          "--only", "triton"], capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout)
+    assert set(report) == {"triton"} and set(report["triton"]) == {"float32", "bfloat16"}
+    assert all(8 < n < 200 for n in report["triton"].values()), report
+
+
 def test_wavefront_model():
     """The shared-memory model on layouts whose cost is known by hand."""
     sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -100,7 +100,8 @@ def test_aligned_start_claims_16_bytes(dtype, multiple):
 
     ttir = compile_kernel(dtype, arch=90, layout="aligned").asm["ttir"]
     claims = re.findall(r"%start\S* = tt\.load .*tt\.divisibility = dense<(\d+)>", ttir)
-    assert claims == [str(multiple)], claims
+    # One claim per copy of the block's code (init_kernel has two: carry-free and not).
+    assert claims and set(claims) == {str(multiple)}, claims
 
 
 def test_coefficient_table_built_at_import():

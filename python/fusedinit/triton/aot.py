@@ -23,7 +23,7 @@ def compile_kernel(dtype: torch.dtype = torch.float32, *, arch: int = 90, layout
     from triton.compiler import ASTSource
 
     signature = {"base": _PTR[dtype], "meta": "*i64", "params": "*fp32", "table": "*i64",
-                 "num_tensors": "i32"}
+                 "num_tensors": "i32", **{name: "i32" for name in K.KEY_ARGS}}
     constexprs = {
         "STORE": _STORE[dtype], "STRIDED": layout == "strided", "ALIGNED": layout == "aligned",
         "NATIVE": True, "UNIT": 8 if dtype.itemsize == 2 else 4, "BLOCK": BLOCK,

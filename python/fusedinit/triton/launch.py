@@ -3,6 +3,7 @@ tensors that share a dtype and a layout class (aligned contiguous, other contigu
 from __future__ import annotations
 
 import math
+import struct
 from collections import defaultdict
 from typing import Dict, List, Sequence
 
@@ -18,12 +19,24 @@ _STORE = {torch.float32: K.F32, torch.float64: K.F64, torch.bfloat16: K.BF16, to
 _tables: Dict[torch.device, torch.Tensor] = {}
 
 
+def _one_minus(bits: int) -> int:
+    """The float32 bits of 1 - x for the float32 bits of x in [1, 2) (exact)."""
+    x = struct.unpack("<f", struct.pack("<I", bits))[0]
+    if not 1.0 <= x < 2.0:
+        raise ValueError(f"expansion point {x} outside [1, 2)")
+    return struct.unpack("<I", struct.pack("<f", 1.0 - x))[0]
+
+
 def _table_rows() -> torch.Tensor:
     """The 64 x 8 row-major coefficient table as int64 pairs of float32 bit patterns (little
     endian: even column in the low half), after K.TABLE_SKIP zero rows (the kernel indexes
-    row r at r + TABLE_SKIP, which saves it a subtraction per value), on the CPU."""
+    row r at r + TABLE_SKIP, which saves it a subtraction per value), on the CPU. The last
+    column holds 1 - m instead of the expansion point m: the kernel's s = t - m is one fma
+    of the mantissa field (K._half_normal_quantile)."""
     rows = torch.zeros(K.TABLE_SKIP + 64, K.TABLE_STRIDE, dtype=torch.int32)
     for k, column in enumerate(COEFFS):
+        if k == K.TABLE_STRIDE - 1:
+            column = [_one_minus(b) for b in column]
         rows[K.TABLE_SKIP:, k] = torch.tensor([b - (1 << 32) if b >= 1 << 31 else b
                                                for b in column], dtype=torch.int32)
     return rows.flatten().view(torch.int64)
@@ -44,6 +57,9 @@ def normal_table(device: torch.device) -> torch.Tensor:
             table = _TABLE_ROWS.to(device)
         else:
             table = _copy_outside_capture(_TABLE_ROWS, device)
+        if table.data_ptr() % 16:  # the kernel reads a row with two 16-byte loads
+            raise RuntimeError(f"fusedinit (Triton backend): coefficient table on {device} "
+                               "is not 16-byte aligned")
         _tables[device] = table
     return table
 
@@ -126,8 +142,19 @@ def _init(tensors, kinds, params, streams, padding_rows, seed, placements):
                 [padding_rows[i] for i in group], [offsets[i] for i in group], seed)
 
 
+def round_keys(seed: int) -> List[int]:
+    """The 20 Philox4x32-10 round keys of a uint64 seed (k0, k1 of round 0, of round 1, ...),
+    as int32 (the kernel's key0..key19 arguments read them back as uint32 words)."""
+    k0, k1 = seed & 0xFFFFFFFF, seed >> 32
+    keys = []
+    for _ in range(10):
+        keys += [k0, k1]
+        k0, k1 = (k0 + 0x9E3779B9) & 0xFFFFFFFF, (k1 + 0xBB67AE85) & 0xFFFFFFFF
+    return [k - (1 << 32) if k >= 1 << 31 else k for k in keys]
+
+
 def _meta_row(t: torch.Tensor, offset: int, first_block: int, kind: int, stream: int,
-              padding_row: int, seed: int, strided: bool, placement=(0, 0, 0)) -> List[int]:
+              padding_row: int, strided: bool, placement=(0, 0, 0)) -> List[int]:
     row = [0] * K.META_COLS
     row[K.COL_INDEX_OFFSET], row[K.COL_RUN], row[K.COL_RUN_STRIDE] = placement
     row[K.COL_OFFSET] = offset
@@ -137,8 +164,7 @@ def _meta_row(t: torch.Tensor, offset: int, first_block: int, kind: int, stream:
         width = t.numel() // t.shape[0]
         row[K.COL_PAD_BEGIN] = padding_row * width
         row[K.COL_PAD_END] = (padding_row + 1) * width
-    row[K.COL_STREAM_LO], row[K.COL_STREAM_HI] = stream & 0xFFFFFFFF, stream >> 32
-    row[K.COL_SEED_LO], row[K.COL_SEED_HI] = seed & 0xFFFFFFFF, seed >> 32
+    row[K.COL_STREAM] = stream - (1 << 64) if stream >= 1 << 63 else stream  # int64 bits
     row[K.COL_KIND] = kind
     if strided:
         sizes, strides = merged_dims(t)
@@ -156,7 +182,7 @@ def _launch(dtype, layout, index_class, tensors, kinds, params, streams, padding
     rows, first_block = [], 0
     for j, t in enumerate(tensors):
         rows.append(_meta_row(t, (t.data_ptr() - base.data_ptr()) // esize, first_block, kinds[j],
-                              streams[j], padding_rows[j], seed, layout == "strided",
+                              streams[j], padding_rows[j], layout == "strided",
                               placements[j]))
         first_block += -(-t.numel() // BLOCK)
     meta = torch.tensor(rows, dtype=torch.int64)
@@ -168,6 +194,7 @@ def _launch(dtype, layout, index_class, tensors, kinds, params, streams, padding
     K.init_kernel[(first_block,)](
         base, meta.to(device, non_blocking=non_blocking),
         flat_params.to(device, non_blocking=non_blocking), normal_table(device), len(tensors),
+        *round_keys(seed),
         STORE=_STORE[dtype], STRIDED=layout == "strided", ALIGNED=layout == "aligned",
         NATIVE=not interpreting(), UNIT=8 if esize == 2 else 4, BLOCK=BLOCK,
         SEARCH_STEPS=math.ceil(math.log2(len(tensors))) if len(tensors) > 1 else 0,
