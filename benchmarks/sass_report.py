@@ -245,7 +245,7 @@ def cuda_report(arch: int, tmp: pathlib.Path) -> dict:
         chunk_values = _layout_constant("kChunk") // _layout_constant("kBlockThreads")
         overhead = sass.loop_overhead(loop)
         row = _row(sass, loop, elements, esize, _resources(cubin), spills,
-                   extra=overhead * elements / chunk_values)
+                   extra=overhead / chunk_values)
         row["chunk_overhead"] = f"{overhead} per {chunk_values} values"
         _check_table_loads(sass, loop, elements)
         row["wavefronts"] = round(table_wavefronts(TABLE_LOADS), 3)
