@@ -23,7 +23,7 @@ def test_report_json():
         assert set(report[name]) == {"float32", "bfloat16"}
         # Philox alone is ~10 instructions per element: anything far below is a parsing bug.
         assert all(8 < n < 200 for n in report[name].values()), report
-    # Two 16-byte loads a value, each at least 4 phases per 32 values: >= 8 / 32.
+    # Four 8-byte loads a value, each at least 2 phases per 32 values: >= 8 / 32.
     assert all(0.25 <= n < 0.5 for n in report["cuda_smem_wavefronts"].values()), report
 
 
@@ -41,6 +41,9 @@ def test_wavefront_model():
     # A 16-byte load is served in 4 phases of 8 lanes, even when every lane reads one row.
     assert sass_report.table_wavefronts([(0, 0, 16)], warps=50) == 4 / 32
     # The row-major 32-byte layout conflicts (rows r and r + 4 share banks); two 16-byte
-    # column arrays (rows r and r + 8 share banks) do less.
+    # column arrays (rows r and r + 8 share banks, quarter-warp phases) do less, and the
+    # kernel's 8-byte column pairs (16 rows bank-free, half-warp phases) less still.
+    quads = [(0, 16, 16), (1024, 16, 16)]
     assert (sass_report.table_wavefronts(sass_report.TABLE_LOADS)
+            < sass_report.table_wavefronts(quads)
             < sass_report.table_wavefronts(sass_report.TABLE_LOADS_ROW_MAJOR))

@@ -15,16 +15,19 @@
 namespace fusedinit {
 namespace gpu {
 
-// The normal table as each block keeps it in shared memory: a row's eight columns as two
-// 16-byte quads, (c0, c1, c2, c3) in one array and (c4, c5, c6, m) in another, so a row is
-// two 16-byte loads from one address register (the second array sits at a fixed offset).
-// The rows the words select cluster at the top of the table (half the lookups go to the
-// last two rows, a quarter to the two below...); in a 16-byte array rows r and r + 8 share
-// banks. benchmarks/sass_report.py models the shared-memory wavefronts this costs per value
-// (TABLE_LOADS there mirrors the normal's loads).
+// The normal table as each block keeps it in shared memory: a row's eight columns in groups
+// of kTableWidth (2: (c0, c1), (c2, c3), (c4, c5), (c6, m)), each group in its own array, so a
+// row is 8 / kTableWidth loads from one address register (the arrays sit at fixed offsets).
+// The rows the words select cluster at the top of the table (half the lookups go to the last
+// two rows, a quarter to the two below...). With 8-byte groups, 16 consecutive rows share no
+// bank and a 64-bit load is served in half-warp phases; 16-byte groups save two loads a value
+// but put rows r and r + 8 on the same banks in quarter-warp phases, and the shared-memory
+// model (benchmarks/sass_report.py, TABLE_LOADS mirrors these loads) then puts the kernel at
+// 0.325 wavefronts a value against 0.263 here: more than the two instructions save (a
+// wavefront a cycle per SM against 128 thread-instructions a cycle), so 8-byte groups.
 //
 // The normal reads a scaled copy of the table (`scaled`); the truncated normal reads the
-// table as it is (`quads`). With E = kScaleExponent and o = the row's octave, the scaled row
+// table as it is (`plain`). With E = kScaleExponent and o = the row's octave, the scaled row
 // is c_k * 2^(k (E - o)) for k = 0..6 and -m * 2^(o - E). Then, for f = the word's k rounded
 // toward zero to float32 (f = t * 2^o exactly, t in [1, 2)):
 //   s' = fma(f, 2^-E, -m 2^(o - E)) = (t - m) 2^(o - E) = s 2^(o - E) exactly: f 2^-E is
@@ -37,13 +40,14 @@ namespace gpu {
 // So r'_0 is the contract's quantile bit for bit, with one fma for s instead of extracting
 // t (a lop3 with two constant registers) and subtracting m. tools/check_scaled_quantile.cpp
 // checks it against standard_normal for every word.
-static_assert(kNormalTableColumns == 8, "SharedTable holds a row as two quads of columns");
-constexpr int kTableQuads = 2;
+constexpr int kTableWidth = 2;  // floats per shared-memory load (2 or 4)
+static_assert(kNormalTableColumns % kTableWidth == 0, "a row is whole groups of columns");
+constexpr int kTableGroups = kNormalTableColumns / kTableWidth;
 constexpr int kScaleExponent = 16;
 
 struct SharedTable {
-  alignas(16) float scaled[kTableQuads][kNormalTableRows][4];
-  alignas(16) float quads[kTableQuads][kNormalTableRows][4];
+  alignas(16) float scaled[kTableGroups][kNormalTableRows][kTableWidth];
+  alignas(16) float plain[kTableGroups][kNormalTableRows][kTableWidth];
 };
 
 // 2^e as a float32 (normal range).
@@ -59,30 +63,36 @@ FI_HD float scaled_coefficient(int k, int row) {
 
 // Written by the threads of a block in parallel: thread t writes entries t, t + threads, ...
 FI_HD void fill_table(SharedTable& table, int thread, int threads) {
-  constexpr int kEntries = kTableQuads * kNormalTableRows * 4;
+  constexpr int kEntries = kNormalTableRows * kNormalTableColumns;
   for (int i = thread; i < 2 * kEntries; i += threads) {
-    const int j = i % kEntries, quad = j / (kNormalTableRows * 4), row = j / 4 % kNormalTableRows;
-    const int k = 4 * quad + j % 4;
+    const int j = i % kEntries, group = j / (kNormalTableRows * kTableWidth);
+    const int row = j / kTableWidth % kNormalTableRows, k = kTableWidth * group + j % kTableWidth;
     if (i < kEntries) {
-      table.scaled[quad][row][j % 4] = scaled_coefficient(k, row);
+      table.scaled[group][row][j % kTableWidth] = scaled_coefficient(k, row);
     } else {
-      table.quads[quad][row][j % 4] = normal_coefficient(k, static_cast<uint32_t>(row));
+      table.plain[group][row][j % kTableWidth] = normal_coefficient(k, static_cast<uint32_t>(row));
     }
   }
 }
 
-FI_HD void load_row(const float (*quads)[kNormalTableRows][4], uint32_t r,
+FI_HD void load_row(const float (*groups)[kNormalTableRows][kTableWidth], uint32_t r,
                     float c[kNormalTableColumns]) {
 #pragma unroll
-  for (int quad = 0; quad < kTableQuads; ++quad) {
+  for (int group = 0; group < kTableGroups; ++group) {
 #if defined(__CUDA_ARCH__)
-    const float4 v = *reinterpret_cast<const float4*>(quads[quad][r]);
-    c[4 * quad] = v.x;
-    c[4 * quad + 1] = v.y;
-    c[4 * quad + 2] = v.z;
-    c[4 * quad + 3] = v.w;
+    if constexpr (kTableWidth == 4) {
+      const float4 v = *reinterpret_cast<const float4*>(groups[group][r]);
+      c[4 * group] = v.x;
+      c[4 * group + 1] = v.y;
+      c[4 * group + 2] = v.z;
+      c[4 * group + 3] = v.w;
+    } else {
+      const float2 v = *reinterpret_cast<const float2*>(groups[group][r]);
+      c[2 * group] = v.x;
+      c[2 * group + 1] = v.y;
+    }
 #else
-    for (int k = 0; k < 4; ++k) c[4 * quad + k] = quads[quad][r][k];
+    for (int k = 0; k < kTableWidth; ++k) c[kTableWidth * group + k] = groups[group][r][k];
 #endif
   }
 }
@@ -91,7 +101,7 @@ struct RowTable {
   const SharedTable* table;
   // The contract's row (GlobalTable's interface): the truncated normal's quantile.
   FI_HD_MEMBER void row(uint32_t r, float c[kNormalTableColumns]) const {
-    load_row(table->quads, r, c);
+    load_row(table->plain, r, c);
   }
 
   // standard_normal(w) (rng_math.h) from the scaled rows, bit for bit (see SharedTable).
