@@ -49,7 +49,7 @@ DTYPES = {"float32": (0, 4), "bfloat16": (2, 2)}  # name -> (Store code, bytes p
 NORMAL = 0
 
 # SharedTable (csrc/cuda/thread_body.h): one (byte offset of row 0, row stride, bytes loaded)
-# per shared-memory load a value makes.
+# per shared-memory load a normal value makes (four 8-byte loads of its scaled row).
 TABLE_LOADS = [(0, 8, 8), (512, 8, 8), (1024, 8, 8), (1536, 8, 8)]
 # Row-major 32-byte rows read with two 16-byte loads, for the comparison in the report.
 TABLE_LOADS_ROW_MAJOR = [(0, 32, 16), (16, 32, 16)]
@@ -245,7 +245,7 @@ def cuda_report(arch: int, tmp: pathlib.Path) -> dict:
         chunk_values = _layout_constant("kChunk") // _layout_constant("kBlockThreads")
         overhead = sass.loop_overhead(loop)
         row = _row(sass, loop, elements, esize, _resources(cubin), spills,
-                   extra=overhead * elements / chunk_values)
+                   extra=overhead / chunk_values)
         row["chunk_overhead"] = f"{overhead} per {chunk_values} values"
         _check_table_loads(sass, loop, elements)
         row["wavefronts"] = round(table_wavefronts(TABLE_LOADS), 3)

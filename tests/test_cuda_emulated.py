@@ -133,3 +133,22 @@ def test_more_tensors_than_one_launch_holds(grid):
     emulate_cuda_(items, seed=77, grid=grid, block=64)
     for i, (tensor, spec) in enumerate(items):
         assert_bitwise_equal(tensor, reference_of(tensor, spec, 77), f"items[{i}] {spec}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("start", [2**34 - CHUNK // 2, 2**34 - CHUNK, 2**34 - 8])
+def test_philox_group_high_word_changes(dtype, start):
+    """A shard of a 2^35-element tensor around index 2^34, where the Philox group (index / 4)
+    reaches 2^32 and its high counter word changes: the vector loops keep only the low word
+    while the high one stays the same (PhiloxLoop), a chunk across the change takes the
+    general path, and the chunks after it run with high word 1."""
+    from fusedinit import reference
+
+    n = 3 * CHUNK + 8
+    for spec in (fusedinit.Normal(0.5, 2.0, stream=3), fusedinit.Uniform(-1.0, 2.0, stream=4)):
+        idx = torch.arange(start, start + n, dtype=torch.int64)
+        expected = reference.values_at(idx, kind=spec.kind, params=list(spec.op_params), seed=11,
+                                       stream=spec.stream, dtype=dtype)
+        out = torch.empty(n, dtype=dtype)
+        emulate_cuda_([(out, spec, (2**35,), (start,))], seed=11, grid=2, block=256)
+        assert_bitwise_equal(out, expected, f"{spec} {dtype} start {start}")

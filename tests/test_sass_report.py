@@ -50,6 +50,10 @@ def test_wavefront_model():
     assert sass_report.table_wavefronts([(0, 0, 4)], warps=50) == 1 / 32
     # A 16-byte load is served in 4 phases of 8 lanes, even when every lane reads one row.
     assert sass_report.table_wavefronts([(0, 0, 16)], warps=50) == 4 / 32
-    # The row-major 32-byte layout conflicts (rows r and r + 4 share banks); pairs do less.
+    # The row-major 32-byte layout conflicts (rows r and r + 4 share banks); two 16-byte
+    # column arrays (rows r and r + 8 share banks, quarter-warp phases) do less, and the
+    # kernel's 8-byte column pairs (16 rows bank-free, half-warp phases) less still.
+    quads = [(0, 16, 16), (1024, 16, 16)]
     assert (sass_report.table_wavefronts(sass_report.TABLE_LOADS)
+            < sass_report.table_wavefronts(quads)
             < sass_report.table_wavefronts(sass_report.TABLE_LOADS_ROW_MAJOR))

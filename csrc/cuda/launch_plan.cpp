@@ -97,6 +97,9 @@ std::vector<LaunchBatch> split_launches(const LaunchPlan& plan, int64_t max_per_
     for (TensorDesc& d : batch.descs) d.first_chunk -= base;
     const int64_t next = end < plan.descs.size() ? plan.descs[end].first_chunk : plan.total_chunks;
     batch.total_chunks = next - base;
+    // The kernel walks chunks in 32 bits (thread_body.h): 2^31 chunks are 2^46 elements.
+    TORCH_CHECK(batch.total_chunks < (int64_t{1} << 31), "fusedinit: ", batch.total_chunks,
+                " chunks of ", kChunk, " elements in one launch (at most 2^31 - 1)");
     batches.push_back(std::move(batch));
   }
   return batches;

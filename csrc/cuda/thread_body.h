@@ -6,6 +6,8 @@
 #include "fusedinit/rng_math.h"
 #include "launch_layout.h"
 
+#include <type_traits>
+
 #if defined(__CUDA_ARCH__)
 #include <vector_types.h>
 #endif
@@ -13,45 +15,133 @@
 namespace fusedinit {
 namespace gpu {
 
-// The normal table as each block keeps it in shared memory: the columns of a row (c0..c6 and
-// the expansion point m) in pairs, each pair in its own array of 8-byte rows. A row is four
-// 8-byte loads from one address register (the arrays sit at fixed offsets), and 16
-// consecutive rows share no bank. Row-major 32-byte rows put rows r and r + 4 on the same
-// banks, and the rows the words select cluster at the top of the table (half the lookups
-// go to the last two rows, a quarter to the two below...). benchmarks/sass_report.py
-// models the shared-memory wavefronts this costs per value (TABLE_LOADS there).
-constexpr int kTablePairs = (kNormalTableColumns + 1) / 2;
+// The normal table as each block keeps it in shared memory: a row's eight columns in groups
+// of kTableWidth (2: (c0, c1), (c2, c3), (c4, c5), (c6, m)), each group in its own array, so a
+// row is 8 / kTableWidth loads from one address register (the arrays sit at fixed offsets).
+// The rows the words select cluster at the top of the table (half the lookups go to the last
+// two rows, a quarter to the two below...). With 8-byte groups, 16 consecutive rows share no
+// bank and a 64-bit load is served in half-warp phases; 16-byte groups save two loads a value
+// but put rows r and r + 8 on the same banks in quarter-warp phases, and the shared-memory
+// model (benchmarks/sass_report.py, TABLE_LOADS mirrors these loads) then puts the kernel at
+// 0.325 wavefronts a value against 0.263 here: more than the two instructions save (a
+// wavefront a cycle per SM against 128 thread-instructions a cycle), so 8-byte groups.
+//
+// The normal reads a scaled copy of the table (`scaled`); the truncated normal reads the
+// table as it is (`plain`). With E = kScaleExponent and o = the row's octave, the scaled row
+// is c_k * 2^(k (E - o)) for k = 0..6 and -m * 2^(o - E). Then, for f = the word's k rounded
+// toward zero to float32 (f = t * 2^o exactly, t in [1, 2)):
+//   s' = fma(f, 2^-E, -m 2^(o - E)) = (t - m) 2^(o - E) = s 2^(o - E) exactly: f 2^-E is
+//        exact (no underflow) and shares the binade [2^(o-E), 2^(o-E+1)) and the grid
+//        2^(o-E-23) with m 2^(o - E), so the difference is exact (as s = t - m is);
+//   r'_k = fma(r'_(k+1), s', c'_k) = r_k 2^(k (E - o)): the exact product and sum are those of
+//        the unscaled step times 2^(k (E - o)), and rounding to nearest commutes with a power
+//        of two while everything stays normal float32 (|k (E - o)| <= 96 for E = 16: the
+//        scaled coefficients and partial sums stay far inside the normal range).
+// So r'_0 is the contract's quantile bit for bit, with one fma for s instead of extracting
+// t (a lop3 with two constant registers) and subtracting m. tools/check_scaled_quantile.cpp
+// checks it against standard_normal for every word.
+constexpr int kTableWidth = 2;  // floats per shared-memory load (2 or 4)
+static_assert(kNormalTableColumns % kTableWidth == 0, "a row is whole groups of columns");
+constexpr int kTableGroups = kNormalTableColumns / kTableWidth;
+constexpr int kScaleExponent = 16;
 
 struct SharedTable {
-  alignas(16) float pairs[kTablePairs][kNormalTableRows][2];
+  alignas(16) float scaled[kTableGroups][kNormalTableRows][kTableWidth];
+  alignas(16) float plain[kTableGroups][kNormalTableRows][kTableWidth];
 };
 
-// Column k of every row (zero past the last column), written by the threads of a block in
-// parallel: thread t writes entries t, t + threads, ...
+// 2^e as a float32 (normal range).
+FI_HD float pow2f(int e) { return bits_to_float(static_cast<uint32_t>(127 + e) << 23); }
+
+// Column k of row `row`, scaled for the normal's evaluation (see SharedTable).
+FI_HD float scaled_coefficient(int k, int row) {
+  const int octave = row / 2;
+  const float c = normal_coefficient(k, static_cast<uint32_t>(row));
+  if (k == kNormalTableCenter) return -mul_rn(c, pow2f(octave - kScaleExponent));
+  return mul_rn(c, pow2f(k * (kScaleExponent - octave)));
+}
+
+// Written by the threads of a block in parallel: thread t writes entries t, t + threads, ...
 FI_HD void fill_table(SharedTable& table, int thread, int threads) {
-  for (int i = thread; i < kTablePairs * kNormalTableRows * 2; i += threads) {
-    const int pair = i / (kNormalTableRows * 2), row = i / 2 % kNormalTableRows, k = 2 * pair + i % 2;
-    table.pairs[pair][row][i % 2] =
-        k < kNormalTableColumns ? normal_coefficient(k, static_cast<uint32_t>(row)) : 0.0f;
+  constexpr int kEntries = kNormalTableRows * kNormalTableColumns;
+  for (int i = thread; i < 2 * kEntries; i += threads) {
+    const int j = i % kEntries, group = j / (kNormalTableRows * kTableWidth);
+    const int row = j / kTableWidth % kNormalTableRows, k = kTableWidth * group + j % kTableWidth;
+    if (i < kEntries) {
+      table.scaled[group][row][j % kTableWidth] = scaled_coefficient(k, row);
+    } else {
+      table.plain[group][row][j % kTableWidth] = normal_coefficient(k, static_cast<uint32_t>(row));
+    }
+  }
+}
+
+FI_HD void load_row(const float (*groups)[kNormalTableRows][kTableWidth], uint32_t r,
+                    float c[kNormalTableColumns]) {
+#pragma unroll
+  for (int group = 0; group < kTableGroups; ++group) {
+#if defined(__CUDA_ARCH__)
+    if constexpr (kTableWidth == 4) {
+      const float4 v = *reinterpret_cast<const float4*>(groups[group][r]);
+      c[4 * group] = v.x;
+      c[4 * group + 1] = v.y;
+      c[4 * group + 2] = v.z;
+      c[4 * group + 3] = v.w;
+    } else {
+      const float2 v = *reinterpret_cast<const float2*>(groups[group][r]);
+      c[2 * group] = v.x;
+      c[2 * group + 1] = v.y;
+    }
+#else
+    for (int k = 0; k < kTableWidth; ++k) c[kTableWidth * group + k] = groups[group][r][k];
+#endif
   }
 }
 
 struct RowTable {
   const SharedTable* table;
+  // The contract's row (GlobalTable's interface): the truncated normal's quantile.
   FI_HD_MEMBER void row(uint32_t r, float c[kNormalTableColumns]) const {
-#pragma unroll
-    for (int pair = 0; pair < kTablePairs; ++pair) {
+    load_row(table->plain, r, c);
+  }
+
+  // standard_normal(w) (rng_math.h) from the scaled rows, bit for bit (see SharedTable).
+  FI_HD_MEMBER float standard_normal(uint32_t w) const {
+    const uint32_t k = (w << 1) | 1u;
 #if defined(__CUDA_ARCH__)
-      const float2 v = *reinterpret_cast<const float2*>(table->pairs[pair][r]);
-      c[2 * pair] = v.x;
-      if (2 * pair + 1 < kNormalTableColumns) c[2 * pair + 1] = v.y;
+    // k rounded toward zero to float32: (127 + octave) << 23 | mant23 (rng_math.h normal_word).
+    const uint32_t f = __float_as_uint(__uint2float_rz(k));
+    // Opaque to the optimiser, which would otherwise rewrite (f >> 22) * 16 + base as a
+    // shift, a mask and an add.
+    uint32_t top = f >> 22;
+    asm("" : "+r"(top));
 #else
-      c[2 * pair] = table->pairs[pair][r][0];
-      if (2 * pair + 1 < kNormalTableColumns) c[2 * pair + 1] = table->pairs[pair][r][1];
+    const NormalWord n = normal_word(w);
+    const uint32_t f = (127u + n.octave) << 23 | n.mant23;
+    const uint32_t top = f >> 22;
 #endif
-    }
+    float c[kNormalTableColumns];
+    load_row(table->scaled, top - 254u, c);  // quantile_row: 2 * octave + top mantissa bit
+    const float s = fma_rn(bits_to_float(f), pow2f(-kScaleExponent), c[kNormalTableCenter]);
+    float r = c[6];
+    r = fma_rn(r, s, c[5]);
+    r = fma_rn(r, s, c[4]);
+    r = fma_rn(r, s, c[3]);
+    r = fma_rn(r, s, c[2]);
+    r = fma_rn(r, s, c[1]);
+    r = fma_rn(r, s, c[0]);
+    return apply_sign(r, w);
   }
 };
+
+// The normal's value through `rows`: RowTable's scaled evaluation where there is one.
+template <class Rows>
+FI_HD float kernel_normal_value(uint32_t w, float mean, float std, const Rows& rows) {
+  if constexpr (std::is_same_v<Rows, RowTable>) {
+    return fma_rn(std, rows.standard_normal(w), mean);
+  } else {
+    return normal_value(w, mean, std, rows);
+  }
+}
 
 // ---- stores ----------------------------------------------------------------------------
 template <Store S> struct StoreTraits;
@@ -148,7 +238,68 @@ FI_HD int store_size(Store s) {
   return s == Store::kFloat64 ? 8 : s == Store::kFloat32 ? 4 : 2;
 }
 
+// ---- Philox over a loop whose counters differ only in the low word --------------------
+// philox4x32_10_keyed(c0, c1, c2, c3, keys) (rng_math.h) for counters (c0, c1, c2, c3) where
+// c1 (the group's high word), c2, c3 (the stream) and the keys stay the same for a whole
+// loop: what does not depend on c0 is computed once. In round 1, M1 * c2 is constant, so the
+// new c0 (hi(M1 c2) ^ c1 ^ k0[0]) and c1 (lo(M1 c2)) are too; in round 2, M0 times that c0
+// and so the new c3 are constant. The same integer operations on the same values as the
+// contract's rounds, regrouped: every word is the same.
+struct PhiloxLoop {
+  uint32_t c0_1, c3_k;   // round 1: the new c0; c3 ^ k1[0]
+  uint32_t k_a, k_b, c3_2;  // round 2: lo(M1 c2) ^ k0[1]; hi(M0 c0_1) ^ k1[1]; lo(M0 c0_1)
+
+  FI_HD_MEMBER PhiloxLoop(uint32_t c1, uint32_t c2, uint32_t c3, const RoundKeys& keys) {
+    const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c2;
+    c0_1 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ keys.k0[0];
+    c3_k = c3 ^ keys.k1[0];
+    const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c0_1;
+    k_a = static_cast<uint32_t>(p1) ^ keys.k0[1];
+    k_b = static_cast<uint32_t>(p0 >> 32) ^ keys.k1[1];
+    c3_2 = static_cast<uint32_t>(p0);
+  }
+
+  FI_HD_MEMBER Words4 operator()(uint32_t c0, const RoundKeys& keys) const {
+    // Round 1: p0 = M0 c0; c0, c1 constant (above).
+    const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c0;
+    const uint32_t c2_1 = static_cast<uint32_t>(p0 >> 32) ^ c3_k;
+    // Round 2: p1 = M1 c2_1; p0 = M0 c0_1 constant (above).
+    const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c2_1;
+    uint32_t w0 = static_cast<uint32_t>(p1 >> 32) ^ k_a;
+    uint32_t w1 = static_cast<uint32_t>(p1);
+    uint32_t w2 = static_cast<uint32_t>(p0) ^ k_b;
+    uint32_t w3 = c3_2;
+#pragma unroll
+    for (int round = 2; round < kPhiloxRounds; ++round) {
+      const uint64_t q0 = static_cast<uint64_t>(kPhiloxM0) * w0;
+      const uint64_t q1 = static_cast<uint64_t>(kPhiloxM1) * w2;
+      const uint32_t n0 = static_cast<uint32_t>(q1 >> 32) ^ w1 ^ keys.k0[round];
+      const uint32_t n2 = static_cast<uint32_t>(q0 >> 32) ^ w3 ^ keys.k1[round];
+      w1 = static_cast<uint32_t>(q1);
+      w3 = static_cast<uint32_t>(q0);
+      w0 = n0;
+      w2 = n2;
+    }
+    return Words4{{w0, w1, w2, w3}};
+  }
+};
+
 // ---- values ------------------------------------------------------------------------------
+// The four values of a tensor's Philox group from its four words, before rounding.
+template <int K, class Rows>
+FI_HD void words_values(const TensorDesc& d, const Words4& w, const Rows& rows, float v[4]) {
+#pragma unroll
+  for (int l = 0; l < 4; ++l) {
+    if constexpr (K == kNormal) {
+      v[l] = kernel_normal_value(w.v[l], d.p[0], d.p[1], rows);
+    } else if constexpr (K == kUniform) {
+      v[l] = uniform_value(w.v[l], d.p[0], d.p[1]);
+    } else {
+      v[l] = trunc_normal_value(w.v[l], d.p[0], d.p[1], d.p[2], d.p[3], d.p[4], d.p[5], rows);
+    }
+  }
+}
+
 // The four values of logical group g (elements 4g .. 4g+3) of a tensor, before rounding.
 template <int K, class Rows>
 FI_HD void group_values(const TensorDesc& d, const RoundKeys& keys, int64_t g, const Rows& rows,
@@ -161,16 +312,7 @@ FI_HD void group_values(const TensorDesc& d, const RoundKeys& keys, int64_t g, c
                                          static_cast<uint32_t>(gu >> 32),
                                          static_cast<uint32_t>(d.stream),
                                          static_cast<uint32_t>(d.stream >> 32), keys);
-#pragma unroll
-    for (int l = 0; l < 4; ++l) {
-      if constexpr (K == kNormal) {
-        v[l] = normal_value(w.v[l], d.p[0], d.p[1], rows);
-      } else if constexpr (K == kUniform) {
-        v[l] = uniform_value(w.v[l], d.p[0], d.p[1]);
-      } else {
-        v[l] = trunc_normal_value(w.v[l], d.p[0], d.p[1], d.p[2], d.p[3], d.p[4], d.p[5], rows);
-      }
-    }
+    words_values<K>(d, w, rows, v);
   }
 }
 
@@ -223,9 +365,12 @@ FI_HD int64_t strided_offset(const TensorDesc& d, int64_t i) {
 
 // Contiguous, 16-byte aligned tensor: each thread writes whole 16-byte units, consecutive
 // threads consecutive units. kChecks: the range may hold the padding row or end inside a
-// unit (written element-wise); chunks without either run the loop without those tests.
+// unit (written element-wise), or its Philox groups may not share their high word; chunks
+// without any of that run the loop without those tests.
 // The loop counts in 32 bits inside the chunk (at most kChunk elements) and advances the
 // Philox group and the address by a constant step: no division or 64-bit compare per unit.
+// Without kChecks the groups' high word is the same for the whole range, so the loop keeps
+// only the low word and Philox's constant part is computed once (PhiloxLoop).
 // kFull: a whole chunk (kChunk elements), so the trip count is a compile-time constant and
 // the loop unrolls by two (one compare, branch and index update per two units).
 template <int K, Store S, bool kChecks, bool kRuns, bool kFull = false, class Rows>
@@ -237,15 +382,26 @@ FI_HD void vector_loop(const TensorDesc& d, const RoundKeys& keys, const Rows& r
   const int step = block_dim * kUnit;
   // Without runs, units start on Philox groups (vector: offset % 8 == 0), so this is exact.
   int64_t group = (d.offset + begin + static_cast<int64_t>(thread) * kUnit) / 4;
+  // Unused (and dropped by the compiler) in the kChecks loops.
+  const PhiloxLoop philox(static_cast<uint32_t>(static_cast<uint64_t>(group) >> 32),
+                          static_cast<uint32_t>(d.stream), static_cast<uint32_t>(d.stream >> 32),
+                          keys);
+  uint32_t group_lo = static_cast<uint32_t>(group);
   char* dst = d.data + (begin + static_cast<int64_t>(thread) * kUnit) * kSize;
 #pragma unroll 2
-  for (int i = thread * kUnit; i < n;
-       i += step, group += step / 4, dst += static_cast<int64_t>(step) * kSize) {
+  for (int i = thread * kUnit; i < n; i += step, group += step / 4, group_lo += step / 4,
+           dst += static_cast<int64_t>(step) * kSize) {
     float v[kUnit];
     const int64_t first = begin + i;
     const int64_t g = kRuns ? placed_index(d.offset, d.run, d.run_stride, first) / 4 : group;
 #pragma unroll
-    for (int h = 0; h < kUnit / 4; ++h) group_values<K>(d, keys, g + h, rows, v + 4 * h);
+    for (int h = 0; h < kUnit / 4; ++h) {
+      if constexpr (!kChecks && K != kConstant) {
+        words_values<K>(d, philox(group_lo + h, keys), rows, v + 4 * h);
+      } else {
+        group_values<K>(d, keys, g + h, rows, v + 4 * h);
+      }
+    }
     finish_values<K, kUnit>(d, S, v);
     if (kChecks) zero_padding<kUnit>(d, first, v);
     if (!kChecks || i + kUnit <= n) {
@@ -263,7 +419,12 @@ template <int K, Store S, class Rows>
 FI_HD void run_vector(const TensorDesc& d, const RoundKeys& keys, const Rows& rows,
                       int64_t begin, int64_t end, int thread, int block_dim) {
   constexpr int kUnit = StoreTraits<S>::kUnit;
-  const bool checks = (begin < d.pad_end && end > d.pad_begin) || (end - begin) % kUnit != 0;
+  // The range's first and last Philox groups: the same high word (all but one chunk in 2^34
+  // elements of a stream) lets the loop count groups in 32 bits.
+  const uint64_t first_group = static_cast<uint64_t>(d.offset + begin) / 4;
+  const uint64_t last_group = static_cast<uint64_t>(d.offset + end - 1) / 4;
+  const bool checks = (begin < d.pad_end && end > d.pad_begin) || (end - begin) % kUnit != 0 ||
+                      (first_group >> 32) != (last_group >> 32);
   // Runs (a shard placed in a larger tensor, not just offset) cost a division per unit:
   // a loop of their own keeps it out of the common one.
   if (d.run != 0) {
@@ -323,11 +484,11 @@ FI_HD void run_kind(const TensorDesc& d, const RoundKeys& keys, const Rows& rows
 // The tensor that owns `chunk`: the last one whose first chunk is <= chunk (all non-empty).
 // A block walks its chunks in increasing order, so the search starts at the previous owner.
 template <class Args>
-FI_HD int64_t tensor_of_chunk(const Args& a, int64_t chunk, int64_t lo) {
-  int64_t hi = a.num_tensors - 1;
+FI_HD uint32_t tensor_of_chunk(const Args& a, uint32_t chunk, uint32_t lo) {
+  uint32_t hi = static_cast<uint32_t>(a.num_tensors - 1);
   while (lo < hi) {
-    const int64_t mid = (lo + hi + 1) / 2;
-    if (a.descs[mid].first_chunk <= chunk) lo = mid; else hi = mid - 1;
+    const uint32_t mid = (lo + hi + 1) / 2;
+    if (a.descs[mid].first_chunk <= static_cast<int64_t>(chunk)) lo = mid; else hi = mid - 1;
   }
   return lo;
 }
@@ -335,17 +496,20 @@ FI_HD int64_t tensor_of_chunk(const Args& a, int64_t chunk, int64_t lo) {
 // Block `block` of `grid` walks the chunks block, block + grid, ...; inside a chunk its
 // threads split the elements. Every element is written by exactly one thread. `Args` has
 // keys, num_tensors, total_chunks and descs (LaunchArgs<N> on the device, HostLaunchArgs in
-// the emulation).
+// the emulation). A launch has fewer than 2^31 chunks (split_launches checks), so the chunk
+// walk counts in 32 bits: the fewer registers it holds across a chunk's work, the fewer the
+// heaviest paths (strided, truncated normal) have to spill.
 template <class Args, class Rows>
 FI_HD void thread_body(const Args& a, const Rows& rows, int64_t block, int64_t grid,
                        int thread, int block_dim) {
-  int64_t owner = 0;
-  for (int64_t chunk = block; chunk < a.total_chunks; chunk += grid) {
-    owner = tensor_of_chunk(a, chunk, owner);
+  const uint32_t total = static_cast<uint32_t>(a.total_chunks);
+  for (uint32_t chunk = static_cast<uint32_t>(block); chunk < total;
+       chunk += static_cast<uint32_t>(grid)) {
+    const uint32_t owner = tensor_of_chunk(a, chunk, 0u);
     // A copy: the stores below could alias the descriptors as far as the compiler knows, and
     // a reference would make it reload every field in every iteration.
     const TensorDesc d = a.descs[owner];
-    const int64_t begin = (chunk - d.first_chunk) * kChunk;
+    const int64_t begin = (static_cast<int64_t>(chunk) - d.first_chunk) * kChunk;
     const int64_t end = begin + kChunk < d.numel ? begin + kChunk : d.numel;
 #if defined(FUSEDINIT_SASS_PROBE_KIND)
     // benchmarks/sass_report.py builds one (distribution, dtype) loop alone to count its SASS.
