@@ -230,6 +230,12 @@ def _nvcc(out: pathlib.Path, arch: int, defines=(), ptx=False, capacity=1) -> st
     return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=3600).stderr
 
 
+def _spill_bytes(log: str) -> int:
+    """Spill stores of one kernel: ptxas reports every kernel entry the file compiles (one per
+    descriptor capacity, with the same figure), so the largest, not their sum."""
+    return max((int(x) for x in re.findall(r"(\d+) bytes spill stores", log)), default=0)
+
+
 def cuda_report(arch: int, tmp: pathlib.Path) -> dict:
     rows = {}
     for name, (store, esize) in DTYPES.items():
@@ -241,7 +247,7 @@ def cuda_report(arch: int, tmp: pathlib.Path) -> dict:
         if loop is None:
             raise SystemExit(f"sass_report: no 16-byte store loop in the CUDA {name} kernel")
         elements = len([i for i in loop if i in set(sass.stores())]) * 16 // esize
-        spills = sum(int(x) for x in re.findall(r"(\d+) bytes spill stores", log))
+        spills = _spill_bytes(log)
         chunk_values = _layout_constant("kChunk") // _layout_constant("kBlockThreads")
         overhead = sass.loop_overhead(loop)
         row = _row(sass, loop, elements, esize, _resources(cubin), spills,
@@ -257,7 +263,7 @@ def cuda_report(arch: int, tmp: pathlib.Path) -> dict:
     ptx = tmp / "cuda_full.ptx"
     _nvcc(ptx, arch, ptx=True, capacity=128)
     return {"rows": rows, "full": dict(_resources(full),
-                                       spills=sum(int(x) for x in re.findall(r"(\d+) bytes spill stores", log))),
+                                       spills=_spill_bytes(log)),
             "ptx_violations": _scan_ptx(ptx.read_text())}
 
 
