@@ -265,22 +265,8 @@ struct PhiloxLoop {
     const uint32_t c2_1 = static_cast<uint32_t>(p0 >> 32) ^ c3_k;
     // Round 2: p1 = M1 c2_1; p0 = M0 c0_1 constant (above).
     const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c2_1;
-    uint32_t w0 = static_cast<uint32_t>(p1 >> 32) ^ k_a;
-    uint32_t w1 = static_cast<uint32_t>(p1);
-    uint32_t w2 = static_cast<uint32_t>(p0) ^ k_b;
-    uint32_t w3 = c3_2;
-#pragma unroll
-    for (int round = 2; round < kPhiloxRounds; ++round) {
-      const uint64_t q0 = static_cast<uint64_t>(kPhiloxM0) * w0;
-      const uint64_t q1 = static_cast<uint64_t>(kPhiloxM1) * w2;
-      const uint32_t n0 = static_cast<uint32_t>(q1 >> 32) ^ w1 ^ keys.k0[round];
-      const uint32_t n2 = static_cast<uint32_t>(q0 >> 32) ^ w3 ^ keys.k1[round];
-      w1 = static_cast<uint32_t>(q1);
-      w3 = static_cast<uint32_t>(q0);
-      w0 = n0;
-      w2 = n2;
-    }
-    return Words4{{w0, w1, w2, w3}};
+    return philox_rounds<2>(static_cast<uint32_t>(p1 >> 32) ^ k_a, static_cast<uint32_t>(p1),
+                            static_cast<uint32_t>(p0) ^ k_b, c3_2, keys);
   }
 };
 

@@ -68,12 +68,16 @@ FI_HD RoundKeys philox_round_keys(uint32_t k0, uint32_t k1) {
   return keys;
 }
 
-FI_HD Words4 philox4x32_10_keyed(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
-                                 const RoundKeys& keys) {
+// Rounds kFirst .. 9 of Philox4x32-10 on the counter state (c0, c1, c2, c3). The CUDA kernel's
+// loops compute rounds 0 and 1 once per loop where most of their inputs are loop constants,
+// then run the rest here (thread_body.h, PhiloxLoop).
+template <int kFirst>
+FI_HD Words4 philox_rounds(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
+                           const RoundKeys& keys) {
 #if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
-  for (int round = 0; round < kPhiloxRounds; ++round) {
+  for (int round = kFirst; round < kPhiloxRounds; ++round) {
     const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c0;
     const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c2;
     const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ keys.k0[round];
@@ -84,6 +88,11 @@ FI_HD Words4 philox4x32_10_keyed(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t
     c2 = n2;
   }
   return Words4{{c0, c1, c2, c3}};
+}
+
+FI_HD Words4 philox4x32_10_keyed(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
+                                 const RoundKeys& keys) {
+  return philox_rounds<0>(c0, c1, c2, c3, keys);
 }
 
 FI_HD Words4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
