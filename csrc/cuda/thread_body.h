@@ -122,14 +122,7 @@ struct RowTable {
     float c[kNormalTableColumns];
     load_row(table->scaled, top - 254u, c);  // quantile_row: 2 * octave + top mantissa bit
     const float s = fma_rn(bits_to_float(f), pow2f(-kScaleExponent), c[kNormalTableCenter]);
-    float r = c[6];
-    r = fma_rn(r, s, c[5]);
-    r = fma_rn(r, s, c[4]);
-    r = fma_rn(r, s, c[3]);
-    r = fma_rn(r, s, c[2]);
-    r = fma_rn(r, s, c[1]);
-    r = fma_rn(r, s, c[0]);
-    return apply_sign(r, w);
+    return apply_sign(horner6(s, c), w);
   }
 };
 

@@ -233,8 +233,8 @@ FI_HD float quantile_t(uint32_t mant23) { return bits_to_float(0x3f800000u + man
 // s = t - m is exact (t and m share the binade [1, 2) and the 2^-23 grid), |s| <= 1/4.
 static_assert(kNormalTableDegree == 6, "quantile_poly unrolls Horner's rule for degree 6");
 
-FI_HD float quantile_poly(float t, const float c[kNormalTableColumns]) {
-  const float s = sub_rn(t, c[kNormalTableCenter]);
+// Horner's rule for c0..c6 at s, one fma a step (the CUDA kernel also runs it on a scaled row).
+FI_HD float horner6(float s, const float c[kNormalTableColumns]) {
   float r = c[6];
   r = fma_rn(r, s, c[5]);
   r = fma_rn(r, s, c[4]);
@@ -243,6 +243,10 @@ FI_HD float quantile_poly(float t, const float c[kNormalTableColumns]) {
   r = fma_rn(r, s, c[1]);
   r = fma_rn(r, s, c[0]);
   return r;
+}
+
+FI_HD float quantile_poly(float t, const float c[kNormalTableColumns]) {
+  return horner6(sub_rn(t, c[kNormalTableCenter]), c);
 }
 
 template <class Table = GlobalTable>
