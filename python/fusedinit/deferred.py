@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import math
 import sys
 from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple, TypeVar
 
@@ -36,7 +35,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ._seed import resolve_seed
-from .engine import recording
+from .engine import _norm_cdf, recording
 from .session import storage_of, tensor_key
 from .sharding import is_dtensor
 
@@ -141,8 +140,7 @@ def _engine_folds_trunc_normal(frame) -> bool:
     f = frame.f_locals
     try:
         mean, std, a, b = (float(f[k]) for k in ("mean", "std", "a", "b"))
-        cdf = lambda x: (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0  # noqa: E731 - torch's
-        return std > 0 and cdf((b - mean) / std) - cdf((a - mean) / std) > 0.3
+        return std > 0 and _norm_cdf((b - mean) / std) - _norm_cdf((a - mean) / std) > 0.3
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return False
 
