@@ -36,14 +36,11 @@ HOST_SOURCES = ["csrc/cuda/launch_plan.cpp", "csrc/cuda/emulate.cpp"]
 # One init_kernel_<N>.cu per descriptor capacity: they compile in parallel.
 CUDA_SOURCES = ["csrc/cuda/init_cuda.cpp"] + sorted(glob.glob("csrc/cuda/init_kernel_*.cu"))
 
-# sm_80 and sm_90 SASS plus sm_90 PTX for newer GPUs. Contraction off (--fmad=false) and no
-# fast math: every float op of the contract must round exactly as written.
-# --threads: the three targets of each file compile in parallel (the GPU check builds in its
-# 5-minute budget).
+# Contraction off (--fmad=false) and no fast math: every float op of the contract must round
+# exactly as written. Targets: sm_80 and sm_90 SASS plus sm_90 PTX, or TORCH_CUDA_ARCH_LIST's
+# (setup_cuda.gencode_flags). --threads: a file's targets compile in parallel.
 NVCC_FLAGS = ["-O3", "--fmad=false", "--threads=3",
-              "-Xptxas=-v" if os.environ.get("FUSEDINIT_PTXAS_VERBOSE") else "",
-              "-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90",
-              "-gencode=arch=compute_90,code=compute_90"]
+              "-Xptxas=-v" if os.environ.get("FUSEDINIT_PTXAS_VERBOSE") else ""]
 
 
 def cuda_extension(sources):
@@ -62,7 +59,7 @@ def common_args():
 
 
 def nvcc_flags():
-    return [f for f in NVCC_FLAGS if f]
+    return [f for f in NVCC_FLAGS if f] + setup_cuda.gencode_flags()[0]
 
 
 def cpu_sources():
@@ -97,6 +94,9 @@ class BuildFusedinit(BuildExtension.with_options(use_ninja=True)):
         else:
             toolkit, skipped = setup_cuda.find_toolkit(torch.version.cuda, nvcc_flags())
         if toolkit is not None:
+            note = setup_cuda.gencode_flags()[1]
+            if note:
+                print("NOTE: " + note, file=sys.stderr, flush=True)
             use_toolkit(toolkit)
             self._configure(cuda_extension(cpu_sources()))
             try:

@@ -28,6 +28,45 @@ class Toolkit:
     version: str  # "13.0"
 
 
+# sm_80 and sm_90 machine code plus sm_90 PTX (JIT-compiled by newer drivers).
+DEFAULT_ARCHS = ("8.0", "9.0+PTX")
+MIN_ARCH = (8, 0)  # the kernels need sm_80; older GPUs are served by the Triton backend
+
+
+def gencode_flags(env=None) -> tuple[list[str], str | None]:
+    """nvcc's -gencode flags for the CUDA kernels, and a note when the list was changed.
+
+    TORCH_CUDA_ARCH_LIST is read as torch's own extensions read it ("9.0", "8.0;9.0+PTX",
+    "8.6 9.0"; names such as "Hopper" are not understood), so a build for one GPU compiles one
+    architecture (a third of the default's device code). Unset or empty: DEFAULT_ARCHS.
+    Architectures below 8.0 are dropped with a note; a list with none left, or an entry that
+    is not a version, is an error naming the variable."""
+    env = os.environ if env is None else env
+    text = env.get("TORCH_CUDA_ARCH_LIST", "").strip()
+    entries = text.replace(";", " ").split() if text else list(DEFAULT_ARCHS)
+    flags, dropped = [], []
+    for entry in entries:
+        name, ptx = (entry[:-4], True) if entry.endswith("+PTX") else (entry, False)
+        parts = name.split(".")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"TORCH_CUDA_ARCH_LIST: {entry!r} is not an architecture such as "
+                             "'9.0' or '9.0+PTX'")
+        major, minor = int(parts[0]), int(parts[1])
+        if (major, minor) < MIN_ARCH:
+            dropped.append(entry)
+            continue
+        arch = f"{major}{minor}"
+        flags.append(f"-gencode=arch=compute_{arch},code=sm_{arch}")
+        if ptx:
+            flags.append(f"-gencode=arch=compute_{arch},code=compute_{arch}")
+    if not flags:
+        raise ValueError(f"TORCH_CUDA_ARCH_LIST={text!r} names no architecture the CUDA kernels "
+                         "support (8.0 or newer)")
+    note = (f"TORCH_CUDA_ARCH_LIST: {', '.join(dropped)} dropped (the CUDA kernels need 8.0 or "
+            "newer; the Triton backend serves older GPUs)") if dropped else None
+    return flags, note
+
+
 def env_flag(name: str, env=None) -> bool:
     """An on/off environment switch: set and not empty or "0"."""
     value = (os.environ if env is None else env).get(name, "")

@@ -1,11 +1,14 @@
 """On a GPU: cross-check CUDA == Triton == CPU bit for bit, then time fusedinit against torch's
 normal_ and against fill_ (a non-zero value: the write roofline) with triton.testing.do_bench
-(medians). Prints the table last; --json writes every number.
+(medians). Prints the table last; --json writes every number and --markdown the table's rows,
+both rewritten after every check and every timing, so a run cut short (a timeout sends SIGINT)
+still leaves what it measured.
 
 --dry-run runs every step with tiny sizes on CPU tensors, the reference and the Triton
 interpreter standing in for the GPU backends, so CI catches a broken step before a GPU run.
 
     python benchmarks/gpu_bench.py [--min-log2 24] [--max-log2 30] [--json results.json]
+                                   [--markdown rows.md]
     python benchmarks/gpu_bench.py --dry-run
 """
 from __future__ import annotations
@@ -16,8 +19,8 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
-from typing import Callable, List
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
 
 import torch
 
@@ -42,6 +45,46 @@ class Setup:
     timer: Callable[[Callable[[], object]], float]  # median milliseconds of a call
 
 
+@dataclass
+class Report:
+    """Everything measured so far, saved after each step (JSON and the Markdown table)."""
+    device: str
+    backends: List[str]
+    json_path: Optional[str] = None
+    markdown_path: Optional[str] = None
+    checks: list = field(default_factory=list)
+    failures: list = field(default_factory=list)
+    rows: list = field(default_factory=list)
+    finished: bool = False
+
+    def check(self, shape, dtype, name: str, ok: bool) -> None:
+        self.checks.append({"shape": list(shape), "dtype": str(dtype), "distribution": name,
+                            "ok": ok})
+        if not ok:
+            self.failures.append((list(shape), str(dtype), name))
+        self.save()
+
+    def timing(self, row: dict) -> None:
+        self.rows.append(row)
+        self.save()
+
+    def save(self) -> None:
+        if self.json_path:
+            _write(self.json_path, json.dumps(
+                {"device": self.device, "torch": torch.__version__, "backends": self.backends,
+                 "finished": self.finished, "checks": len(self.checks),
+                 "failures": self.failures, "rows": self.rows}, indent=1))
+        if self.markdown_path:
+            _write(self.markdown_path, "\n".join(table_lines(self.rows, self.backends)) + "\n")
+
+
+def _write(path: str, text: str) -> None:
+    # Whole or not at all: the process may be stopped at any moment.
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
 def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
 
@@ -63,11 +106,10 @@ def check_shapes(setup: Setup) -> None:
                              f"has {min(rows)} rows")
 
 
-def cross_check(setup: Setup) -> list:
+def cross_check(setup: Setup, report: Report) -> None:
     """Every dtype and distribution at the odd shape (all backends and the CPU); float32 and
-    bfloat16 normal at 2^k. Returns the failures."""
+    bfloat16 normal at 2^k. Each result goes to `report`."""
     check_shapes(setup)
-    failures = []
     cases = [(setup.odd_shape, dtype, name) for dtype in DTYPES for name in DISTRIBUTIONS]
     cases += [(_shape(1 << k), dtype, "normal") for k in setup.check_log2
               for dtype in (torch.float32, torch.bfloat16)]
@@ -87,16 +129,13 @@ def cross_check(setup: Setup) -> list:
         status = "ok" if ok else "MISMATCH"
         print(f"check {tuple(shape)} {dtype} {name}: {'=='.join(setup.backends)}==cpu {status}",
               flush=True)
-        if not ok:
-            failures.append((list(shape), str(dtype), name))
+        report.check(shape, dtype, name, ok)
         del outs, cpu
     if setup.device == "cuda":
         torch.cuda.empty_cache()
-    return failures
 
 
-def bench(setup: Setup) -> list:
-    rows = []
+def bench(setup: Setup, report: Report) -> None:
     for dtype in (torch.float32, torch.bfloat16):
         for k in setup.bench_log2:
             n = 1 << k
@@ -107,29 +146,28 @@ def bench(setup: Setup) -> list:
                 ms[f"fusedinit {b}"] = setup.timer(
                     lambda b=b: fusedinit.normal_(t, 0.0, 0.02, seed=1, backend=b))
             gbps = {name: n * t.element_size() / (v * 1e-3) / 1e9 for name, v in ms.items()}
-            rows.append({"dtype": str(dtype).replace("torch.", ""), "log2_n": k, "ms": ms,
-                         "GBps": gbps})
-            print(f"bench {rows[-1]['dtype']} 2^{k}: " +
+            report.timing({"dtype": str(dtype).replace("torch.", ""), "log2_n": k, "ms": ms,
+                           "GBps": gbps})
+            print(f"bench {report.rows[-1]['dtype']} 2^{k}: " +
                   ", ".join(f"{name} {v:.3f} ms" for name, v in ms.items()), flush=True)
             del t
     if setup.device == "cuda":
         torch.cuda.empty_cache()
-    return rows
 
 
-def print_table(rows, backends) -> None:
+def table_lines(rows, backends) -> List[str]:
     head = ["dtype", "n", "fill_ GB/s", "torch normal_ GB/s"]
     for b in backends:
         head += [f"{b} GB/s", f"{b} % of fill_", f"{b} x normal_"]
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         g = r["GBps"]
         cells = [r["dtype"], f"2^{r['log2_n']}", f"{g['fill_']:.0f}", f"{g['torch normal_']:.0f}"]
         for b in backends:
             v = g[f"fusedinit {b}"]
             cells += [f"{v:.0f}", f"{100 * v / g['fill_']:.0f}%", f"{v / g['torch normal_']:.1f}x"]
-        print("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _cpu_timer(fn, reps: int = 3) -> float:
@@ -171,7 +209,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-log2", type=int, default=30)
     parser.add_argument("--check-max-log2", type=int, default=30,
                         help="largest 2^k of the float32 / bfloat16 normal cross-check")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, help="every number, rewritten as it comes")
+    parser.add_argument("--markdown", default=None,
+                        help="the table's Markdown rows, rewritten as they come")
     parser.add_argument("--skip-check", action="store_true")
     parser.add_argument("--dry-run", action="store_true",
                         help="every step on CPU tensors with tiny sizes (reference, CPU kernel "
@@ -189,17 +229,24 @@ def main(argv=None) -> int:
     print(f"device {device_name}, torch {torch.__version__}, backends {setup.backends}",
           flush=True)
     check_shapes(setup)  # before anything runs: a bad shape must not cost a GPU session
+    report = Report(device_name, setup.backends, args.json, args.markdown)
+    report.save()
     start = time.time()
-    failures = [] if args.skip_check else cross_check(setup)
-    print(f"cross-check: {len(failures)} mismatches ({time.time() - start:.0f} s)", flush=True)
-    rows = bench(setup)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": device_name, "torch": torch.__version__,
-                       "backends": setup.backends, "failures": failures, "rows": rows}, f,
-                      indent=1)
-    print_table(rows, setup.backends)
-    return 1 if failures else 0
+    try:
+        if not args.skip_check:
+            cross_check(setup, report)
+        print(f"cross-check: {len(report.failures)} mismatches ({time.time() - start:.0f} s)",
+              flush=True)
+        bench(setup, report)
+        report.finished = True
+    except KeyboardInterrupt:  # timeout -s INT: keep what was measured
+        print(f"gpu_bench: interrupted after {len(report.checks)} checks and "
+              f"{len(report.rows)} timings", flush=True)
+    report.save()
+    print("\n".join(table_lines(report.rows, setup.backends)))
+    if report.failures:
+        return 1
+    return 0 if report.finished else 130
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ full kernels (every distribution and dtype) and fails on anything that would bre
 exactness: approximate ops (.approx), flush-to-zero (.ftz) or fused multiply-adds other than
 the contract's own (fusedinit.ptx_exactness: each of those is an inline-asm fma.rn.f32).
 
-Hot path: the CUDA kernel's 16-byte store loop is built alone (-DFUSEDINIT_SASS_PROBE_KIND /
-_STORE: normal, one dtype) and its shortest cycle through a 16-byte store is the common
+Hot path: the CUDA kernel's 16-byte store loop is built alone (benchmarks/sass_probe.cu:
+normal, one dtype) and its shortest cycle through a 16-byte store is the common
 iteration (no padding row, no tail). The per-chunk work (next chunk, its tensor, its
 descriptor, the loop set-up) is the shortest path from that loop's exit back to its entry;
 it is spread over the kChunk / kBlockThreads values a thread writes per chunk and counted
@@ -223,7 +223,10 @@ def _disassemble(cubin: pathlib.Path) -> Sass:
 
 # ---- the two kernels ---------------------------------------------------------------------
 def _nvcc(out: pathlib.Path, arch: int, defines=(), ptx=False, capacity=1) -> str:
-    source = ROOT / f"csrc/cuda/init_kernel_{capacity}.cu"
+    """Compiles init_kernel_<capacity>.cu, or with `defines` the one-loop probe
+    (benchmarks/sass_probe.cu)."""
+    source = (pathlib.Path(__file__).with_name("sass_probe.cu") if defines
+              else ROOT / f"csrc/cuda/init_kernel_{capacity}.cu")
     cmd = ["nvcc", "-std=c++17", "-O3", "--fmad=false", f"-arch=sm_{arch}", f"-I{ROOT / 'csrc'}",
            "-ptx" if ptx else "-cubin", "-Xptxas=-v", str(source),
            "-o", str(out)] + [f"-D{d}" for d in defines]
@@ -231,8 +234,8 @@ def _nvcc(out: pathlib.Path, arch: int, defines=(), ptx=False, capacity=1) -> st
 
 
 def _spill_bytes(log: str) -> int:
-    """Spill stores of one kernel: ptxas reports every kernel entry the file compiles (one per
-    descriptor capacity, with the same figure), so the largest, not their sum."""
+    """Spill stores of the file's kernel (the largest figure, should ptxas report more than
+    one entry)."""
     return max((int(x) for x in re.findall(r"(\d+) bytes spill stores", log)), default=0)
 
 
@@ -240,8 +243,7 @@ def cuda_report(arch: int, tmp: pathlib.Path) -> dict:
     rows = {}
     for name, (store, esize) in DTYPES.items():
         cubin = tmp / f"cuda_{name}.cubin"
-        log = _nvcc(cubin, arch, [f"FUSEDINIT_SASS_PROBE_KIND={NORMAL}",
-                                  f"FUSEDINIT_SASS_PROBE_STORE={store}"])
+        log = _nvcc(cubin, arch, [f"PROBE_KIND={NORMAL}", f"PROBE_STORE={store}"])
         sass = _disassemble(cubin)
         loop = sass.hot_loop()
         if loop is None:

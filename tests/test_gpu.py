@@ -39,6 +39,14 @@ def layouts(shape, dtype, device):
 def test_gpu_equals_cpu(backend, dtype, spec):
     shape = (7, 10007)  # several blocks / chunks, a partial last unit
     seed = 2**64 - 3
+    if spec.bound() > torch.finfo(dtype).max:
+        # The dtype cannot hold what the spec draws: the GPU refuses it as the CPU does
+        # (ValueError naming the spec), before writing anything.
+        t = torch.zeros(shape, dtype=dtype, device="cuda")
+        with pytest.raises(ValueError, match="beyond"):
+            fusedinit.init_many_([(t, spec)], seed=seed, backend=backend)
+        assert int(t.count_nonzero()) == 0
+        return
     expected = fusedinit.init_many_([(torch.empty(shape, dtype=dtype), spec)], seed=seed)[0]
     for name, t in layouts(shape, dtype, "cuda"):
         fusedinit.init_many_([(t, spec)], seed=seed, backend=backend)
@@ -82,6 +90,7 @@ def test_cuda_is_one_launch_for_many_tensors():
 def test_current_stream(backend):
     side = torch.cuda.Stream()
     t = torch.zeros(1 << 22, device="cuda")
+    side.wait_stream(torch.cuda.current_stream())  # the zeros are written on the default stream
     with torch.cuda.stream(side):
         fusedinit.normal_(t, seed=5, backend=backend)
         snapshot = t.clone()  # ordered after the init on the same stream
@@ -131,39 +140,68 @@ def test_global_blocks_on_gpu(backend):
         assert_bitwise_equal(part.cpu(), full[:, lo:hi].contiguous(), f"{backend} [{lo}, {hi})")
 
 
-@pytest.mark.parametrize("backend", gpu_backends())
-def test_cuda_graph_capture_and_replay(backend):
-    """Captured init replays the captured values: pointers, seed and streams are frozen at
-    capture time (seed=None is drawn once, at capture). The CUDA kernel takes its descriptors
-    as kernel parameters; the Triton launch copies them from pinned host memory."""
-    items = [(torch.empty(300, 77, device="cuda"), fusedinit.Normal(0.0, 0.5, stream=1)),
-             (torch.empty(64, 64, dtype=torch.bfloat16, device="cuda"),
-              fusedinit.Uniform(-1.0, 1.0, stream=2))]
+def _capture_items():
+    return [(torch.empty(300, 77, device="cuda"), fusedinit.Normal(0.0, 0.5, stream=1)),
+            (torch.empty(64, 64, dtype=torch.bfloat16, device="cuda"),
+             fusedinit.Uniform(-1.0, 1.0, stream=2))]
+
+
+def _warm_up(items, backend):
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up (compiles the Triton kernel), as torch asks
         fusedinit.init_many_(items, seed=9, backend=backend)
     torch.cuda.current_stream().wait_stream(side)
-    if backend == "triton":
-        from fusedinit.triton import launch
-        launch._tables.clear()  # the table's first copy to the device is inside the capture
+
+
+@pytest.mark.parametrize("backend", gpu_backends())
+def test_cuda_graph_capture_and_replay(backend):
+    """Captured init replays the captured values: pointers, seed and streams are frozen at
+    capture time (seed=None is drawn once, at capture, from torch's CPU generator). Capture
+    executes nothing, so the expectation is computed on the CPU from the seed the capture
+    resolved. Between the replays, other launches churn the pinned host memory: a graph's
+    Triton metadata must stay where the graph reads it."""
+    items = _capture_items()
+    _warm_up(items, backend)
     graph = torch.cuda.CUDAGraph()
+    torch.manual_seed(1234)
     with torch.cuda.graph(graph):
         fusedinit.init_many_(items, seed=None, backend=backend)
-    expected = [t.clone() for t, _ in items]  # what the capture's seed gives
+    torch.manual_seed(1234)  # resolves the capture's seed again
+    expected = fusedinit.init_many_([(torch.empty(t.shape, dtype=t.dtype), spec)
+                                     for t, spec in items])
     for t, _ in items:
         t.zero_()
     graph.replay()
     torch.cuda.synchronize()
-    for i, ((t, spec), e) in enumerate(zip(items, expected)):
-        assert_bitwise_equal(t.cpu(), e.cpu(), f"replay items[{i}]")
-        assert t.abs().sum() > 0, f"items[{i}] not written by the replay"
+    for i, ((t, _), e) in enumerate(zip(items, expected)):
+        assert_bitwise_equal(t.cpu(), e, f"replay items[{i}]")
+    for n in range(1, 40):  # other calls reuse whatever pinned memory is free
+        others = [(torch.empty(n, 7 * n, device="cuda"), fusedinit.Normal(stream=j))
+                  for j in range(n % 5 + 1)]
+        fusedinit.init_many_(others, seed=n, backend=backend)
     for t, _ in items:
         t.zero_()
-    graph.replay()  # the same values again: the seed is part of the graph
+    graph.replay()  # the same values again: seed and metadata are part of the graph
     torch.cuda.synchronize()
     for i, ((t, _), e) in enumerate(zip(items, expected)):
-        assert_bitwise_equal(t.cpu(), e.cpu(), f"second replay items[{i}]")
+        assert_bitwise_equal(t.cpu(), e, f"second replay items[{i}]")
+
+
+def test_triton_capture_before_first_use_is_a_clear_error():
+    """The Triton backend's coefficient table is copied to a device at its first use, which
+    cannot happen inside a capture: a clear error before any CUDA call, and the capture
+    (empty) still ends cleanly."""
+    if "triton" not in fusedinit.available_backends():
+        pytest.skip("no Triton")
+    from fusedinit.triton import launch
+    items = _capture_items()
+    launch.forget_device(torch.device("cuda", torch.cuda.current_device()))
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(RuntimeError, match="before capturing"):
+        with torch.cuda.graph(graph):
+            fusedinit.init_many_(items, seed=1, backend="triton")
+    fusedinit.init_many_(items, seed=1, backend="triton")  # outside capture: fine again
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")

@@ -55,3 +55,19 @@ def test_header_compiles_for_sm90_with_only_the_contracts_fma(tmp_path):
                           text=True).stdout
     assert "FFMA" in sass and "IMAD.WIDE.U32" in sass
     assert "MUFU" not in sass
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None or not (ROOT / "csrc").exists(),
+                    reason="needs nvcc and the source tree")
+@pytest.mark.parametrize("capacity", [1, 16, 128])
+def test_each_kernel_file_compiles_its_own_capacity_alone(tmp_path, capacity):
+    """init_kernel_<N>.cu holds the kernel for N descriptors and no other: a header that names
+    every capacity's instantiation (a run-time switch, say) made each file compile all three,
+    three times the device code of the build. -G: unoptimized, the quickest device compile."""
+    ptx = tmp_path / f"k{capacity}.ptx"
+    subprocess.run(["nvcc", "-std=c++17", "-arch=compute_90", "-G", f"-I{ROOT / 'csrc'}", "-ptx",
+                    str(ROOT / f"csrc/cuda/init_kernel_{capacity}.cu"), "-o", str(ptx)],
+                   check=True, capture_output=True, timeout=600)
+    entries = [line.split()[-1] for line in ptx.read_text().splitlines() if ".entry" in line]
+    assert len(entries) == 1, entries
+    assert f"ILi{capacity}E" in entries[0], entries  # init_kernel<N>'s mangled name

@@ -143,3 +143,29 @@ def test_require_cuda_fails_before_compiling(tmp_path, case):
     else:
         assert "cuda_runtime.h" in res.stdout
     assert not list((tmp_path / "l").rglob("*.so"))  # nothing was built
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, ["80:sm", "90:sm", "90:compute"]),
+    ("", ["80:sm", "90:sm", "90:compute"]),
+    ("9.0", ["90:sm"]),
+    ("9.0+PTX", ["90:sm", "90:compute"]),
+    ("8.0;9.0", ["80:sm", "90:sm"]),
+    ("8.6 9.0+PTX", ["86:sm", "90:sm", "90:compute"]),
+])
+def test_gencode_flags_follow_torch_cuda_arch_list(value, expected):
+    env = {} if value is None else {"TORCH_CUDA_ARCH_LIST": value}
+    flags, note = setup_cuda.gencode_flags(env)
+    got = [f"{f.split('compute_')[1].split(',')[0]}:{f.rsplit('code=', 1)[1].split('_')[0]}"
+           for f in flags]
+    assert got == expected and note is None
+
+
+def test_gencode_flags_drop_old_archs_and_refuse_nonsense():
+    flags, note = setup_cuda.gencode_flags({"TORCH_CUDA_ARCH_LIST": "7.0;7.5;9.0"})
+    assert flags == ["-gencode=arch=compute_90,code=sm_90"]
+    assert "7.0, 7.5 dropped" in note and "Triton" in note
+    with pytest.raises(ValueError, match="no architecture.*8.0 or newer"):
+        setup_cuda.gencode_flags({"TORCH_CUDA_ARCH_LIST": "7.0"})
+    with pytest.raises(ValueError, match="TORCH_CUDA_ARCH_LIST: 'Hopper' is not"):
+        setup_cuda.gencode_flags({"TORCH_CUDA_ARCH_LIST": "Hopper"})

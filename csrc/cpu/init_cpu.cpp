@@ -19,7 +19,7 @@ namespace fusedinit {
 namespace cpu {
 namespace {
 
-constexpr int64_t kChunk = 1 << 16;   // elements per work item (a multiple of 4)
+constexpr int64_t kWorkItemElements = 1 << 16;  // per work item (a multiple of 4)
 constexpr int64_t kStrided = 1024;    // buffer for strided destinations
 
 DType dtype_of(const at::Tensor& t) {
@@ -165,8 +165,9 @@ void init_cpu(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double
   std::vector<WorkItem> work;
   work.reserve(targets.size());  // one item per small tensor: no regrowth for 10^5 of them
   for (const auto ti : c10::irange(targets.size())) {
-    for (int64_t b = 0; b < targets[ti].numel; b += kChunk) {
-      work.push_back(WorkItem{static_cast<int64_t>(ti), b, std::min(targets[ti].numel, b + kChunk)});
+    for (int64_t b = 0; b < targets[ti].numel; b += kWorkItemElements) {
+      work.push_back(WorkItem{static_cast<int64_t>(ti), b,
+                              std::min(targets[ti].numel, b + kWorkItemElements)});
     }
   }
   const BlockKernels k = active_kernels();

@@ -19,6 +19,29 @@ namespace {
 constexpr int kMaxDevices = 64;
 constexpr int kCapacityCount = sizeof(kDescCapacities) / sizeof(kDescCapacities[0]);
 
+// The kernel for a capacity known at run time. This switch names every capacity's
+// instantiation, so it must stay out of the headers that the init_kernel_<N>.cu files include.
+static_assert(kCapacityCount == 3 && kDescCapacities[0] == 1 && kDescCapacities[1] == 16 &&
+                  kDescCapacities[2] == 128,
+              "one init_kernel_<N>.cu and one case below per capacity");
+
+void launch_init(const LaunchScalars& scalars, const TensorDesc* descs, int64_t n, int capacity,
+                 int64_t grid, cudaStream_t stream) {
+  switch (capacity) {
+    case 1: return launch_init_n<1>(scalars, descs, n, grid, stream);
+    case 16: return launch_init_n<16>(scalars, descs, n, grid, stream);
+    default: return launch_init_n<128>(scalars, descs, n, grid, stream);
+  }
+}
+
+cudaError_t blocks_per_multiprocessor(int capacity, int* blocks) {
+  switch (capacity) {
+    case 1: return blocks_per_multiprocessor_n<1>(blocks);
+    case 16: return blocks_per_multiprocessor_n<16>(blocks);
+    default: return blocks_per_multiprocessor_n<128>(blocks);
+  }
+}
+
 int capacity_slot(int capacity) {
   for (int i = 0; i < kCapacityCount; ++i) {
     if (kDescCapacities[i] == capacity) return i;
@@ -26,33 +49,38 @@ int capacity_slot(int capacity) {
   return kCapacityCount - 1;
 }
 
-// Resident blocks per SM of the kernel built for `capacity` on `device` (the current device),
-// computed once per device: 64 registers and the stack of the full kernel allow 4 blocks of
-// 256 threads on sm_90, not the 8 that 2048 threads per SM would suggest. A GPU the kernels
-// were not built for (older than sm_80) gets a clear error instead of "no kernel image".
+// Resident blocks per SM of the kernel built for `capacity` on `device` (the current device):
+// 64 registers and the stack of the full kernel allow 4 blocks of 256 threads on sm_90, not the
+// 8 that 2048 threads per SM would suggest. The first call on a device asks for every capacity
+// at once: the occupancy query loads the kernel's module lazily, and a capacity first needed
+// later, inside CUDA graph capture, would load its module there. A GPU the kernels were not
+// built for (older than sm_80) gets a clear error instead of "no kernel image".
 int64_t blocks_per_sm(const c10::Device& device, int capacity) {
   static std::array<std::array<std::atomic<int>, kCapacityCount>, kMaxDevices> cache{};
   const int index = device.index();
-  std::atomic<int>* slot = index < kMaxDevices ? &cache[index][capacity_slot(capacity)] : nullptr;
-  if (slot != nullptr) {
-    const int cached = slot->load(std::memory_order_relaxed);
+  if (index < kMaxDevices) {
+    const int cached = cache[index][capacity_slot(capacity)].load(std::memory_order_relaxed);
     if (cached > 0) return cached;
   }
-  int blocks = 0;
-  const cudaError_t err = blocks_per_multiprocessor(capacity, &blocks);
-  if (err == cudaErrorNoKernelImageForDevice || err == cudaErrorInvalidDeviceFunction) {
-    (void)cudaGetLastError();
-    int major = 0, minor = 0;
-    (void)cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, index);
-    (void)cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, index);
-    TORCH_CHECK(false, "fusedinit: the CUDA kernels of this build do not run on ", device,
-                " (compute capability ", major, ".", minor, "; built for 8.0 and newer); use "
-                "backend='triton' or backend='reference'");
+  int wanted = 0;
+  for (int slot = 0; slot < kCapacityCount; ++slot) {
+    int blocks = 0;
+    const cudaError_t err = blocks_per_multiprocessor(kDescCapacities[slot], &blocks);
+    if (err == cudaErrorNoKernelImageForDevice || err == cudaErrorInvalidDeviceFunction) {
+      (void)cudaGetLastError();
+      int major = 0, minor = 0;
+      (void)cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, index);
+      (void)cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, index);
+      TORCH_CHECK(false, "fusedinit: the CUDA kernels of this build do not run on ", device,
+                  " (compute capability ", major, ".", minor, "; built for 8.0 and newer); use "
+                  "backend='triton' or backend='reference'");
+    }
+    C10_CUDA_CHECK(err);
+    blocks = std::max(blocks, 1);
+    if (index < kMaxDevices) cache[index][slot].store(blocks, std::memory_order_relaxed);
+    if (kDescCapacities[slot] == capacity) wanted = blocks;
   }
-  C10_CUDA_CHECK(err);
-  blocks = std::max(blocks, 1);
-  if (slot != nullptr) slot->store(blocks, std::memory_order_relaxed);
-  return blocks;
+  return wanted;
 }
 
 void init_cuda_(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double> params,

@@ -11,6 +11,12 @@
 #include "init_launch.h"
 #include "thread_body.h"
 
+// The 128-descriptor parameter block is 30,816 bytes: kernel parameters above 4 KB need a
+// CUDA 12.1 runtime (and a Volta or newer GPU; the kernels are built for sm_80 and newer).
+#if !defined(CUDART_VERSION) || CUDART_VERSION < 12010
+#error "fusedinit's CUDA kernels need CUDA 12.1 or newer (kernel parameter blocks over 4 KB)"
+#endif
+
 namespace fusedinit {
 namespace gpu {
 
@@ -19,14 +25,17 @@ static_assert(sizeof(LaunchArgs<kMaxDescsPerLaunch>) <= 32764,
 
 // __grid_constant__: the descriptors are read in place from the parameter block (constant
 // bank) even when indexed at run time, instead of being copied to each thread's stack.
-template <int N>
+// RunChunk: RunByKind (every distribution) in the library; benchmarks/sass_probe.cu
+// instantiates it with one distribution and dtype alone.
+template <int N, class RunChunk = RunByKind>
 __global__ void __launch_bounds__(kBlockThreads, kMinBlocksPerSM)
     init_kernel(const __grid_constant__ LaunchArgs<N> args) {
   __shared__ SharedTable table;
   fill_table(table, threadIdx.x, kBlockThreads);
   __syncthreads();
   // kBlockThreads, not blockDim.x: the loop strides are compile-time constants.
-  thread_body(args, RowTable{&table}, blockIdx.x, gridDim.x, threadIdx.x, kBlockThreads);
+  thread_body(args, RowTable{&table}, blockIdx.x, gridDim.x, threadIdx.x, kBlockThreads,
+              RunChunk());
 }
 
 template <int N>

@@ -1,5 +1,7 @@
 // The entry points of the init kernel (init_kernel.cuh, instantiated in init_kernel_<N>.cu),
-// declared without any torch header.
+// declared without any torch header. Declarations only: nothing here may name a capacity's
+// instantiation, or every init_kernel_<N>.cu that includes it would compile that capacity's
+// kernel too (a run-time switch over the capacities lives in init_cuda.cpp, a host file).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -21,27 +23,6 @@ void launch_init_n(const LaunchScalars& scalars, const TensorDesc* descs, int64_
 // (cudaErrorNoKernelImageForDevice on a GPU older than the architectures built).
 template <int N>
 cudaError_t blocks_per_multiprocessor_n(int* blocks);
-
-// The same, for a capacity known at run time.
-inline void launch_init(const LaunchScalars& scalars, const TensorDesc* descs, int64_t n,
-                        int capacity, int64_t grid, cudaStream_t stream) {
-  static_assert(sizeof(kDescCapacities) / sizeof(int) == 3 && kDescCapacities[0] == 1 &&
-                    kDescCapacities[1] == 16 && kDescCapacities[2] == 128,
-                "one init_kernel_<N>.cu and one case below per capacity");
-  switch (capacity) {
-    case 1: return launch_init_n<1>(scalars, descs, n, grid, stream);
-    case 16: return launch_init_n<16>(scalars, descs, n, grid, stream);
-    default: return launch_init_n<128>(scalars, descs, n, grid, stream);
-  }
-}
-
-inline cudaError_t blocks_per_multiprocessor(int capacity, int* blocks) {
-  switch (capacity) {
-    case 1: return blocks_per_multiprocessor_n<1>(blocks);
-    case 16: return blocks_per_multiprocessor_n<16>(blocks);
-    default: return blocks_per_multiprocessor_n<128>(blocks);
-  }
-}
 
 }  // namespace gpu
 }  // namespace fusedinit

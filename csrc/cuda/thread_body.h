@@ -460,10 +460,11 @@ FI_HD void run_kind(const TensorDesc& d, const RoundKeys& keys, const Rows& rows
   }
 }
 
-// The tensor that owns `chunk`: the last one whose first chunk is <= chunk (all non-empty).
-// A block walks its chunks in increasing order, so the search starts at the previous owner.
+// The tensor that owns `chunk`: the last one whose first chunk is <= chunk (all non-empty),
+// by a binary search over all descriptors (at most 7 steps, once per chunk of kChunk values).
 template <class Args>
-FI_HD uint32_t tensor_of_chunk(const Args& a, uint32_t chunk, uint32_t lo) {
+FI_HD uint32_t tensor_of_chunk(const Args& a, uint32_t chunk) {
+  uint32_t lo = 0;
   uint32_t hi = static_cast<uint32_t>(a.num_tensors - 1);
   while (lo < hi) {
     const uint32_t mid = (lo + hi + 1) / 2;
@@ -472,38 +473,42 @@ FI_HD uint32_t tensor_of_chunk(const Args& a, uint32_t chunk, uint32_t lo) {
   return lo;
 }
 
+// Runs a tensor's share of one chunk, by the descriptor's distribution: every kind in one
+// kernel. (benchmarks/sass_probe.cu passes a runner of one kind and dtype alone instead, to
+// count that loop's instructions.)
+struct RunByKind {
+  template <class Rows>
+  FI_HD_MEMBER void operator()(const TensorDesc& d, const RoundKeys& keys, const Rows& rows,
+                        int64_t begin, int64_t end, int thread, int block_dim) const {
+    switch (d.kind) {
+      case kNormal: return run_kind<kNormal>(d, keys, rows, begin, end, thread, block_dim);
+      case kUniform: return run_kind<kUniform>(d, keys, rows, begin, end, thread, block_dim);
+      case kTruncNormal:
+        return run_kind<kTruncNormal>(d, keys, rows, begin, end, thread, block_dim);
+      default: return run_kind<kConstant>(d, keys, rows, begin, end, thread, block_dim);
+    }
+  }
+};
+
 // Block `block` of `grid` walks the chunks block, block + grid, ...; inside a chunk its
 // threads split the elements. Every element is written by exactly one thread. `Args` has
 // keys, num_tensors, total_chunks and descs (LaunchArgs<N> on the device, HostLaunchArgs in
 // the emulation). A launch has fewer than 2^31 chunks (split_launches checks), so the chunk
 // walk counts in 32 bits: the fewer registers it holds across a chunk's work, the fewer the
 // heaviest paths (strided, truncated normal) have to spill.
-template <class Args, class Rows>
+template <class Args, class Rows, class RunChunk = RunByKind>
 FI_HD void thread_body(const Args& a, const Rows& rows, int64_t block, int64_t grid,
-                       int thread, int block_dim) {
+                       int thread, int block_dim, RunChunk run_chunk = RunChunk()) {
   const uint32_t total = static_cast<uint32_t>(a.total_chunks);
   for (uint32_t chunk = static_cast<uint32_t>(block); chunk < total;
        chunk += static_cast<uint32_t>(grid)) {
-    const uint32_t owner = tensor_of_chunk(a, chunk, 0u);
+    const uint32_t owner = tensor_of_chunk(a, chunk);
     // A copy: the stores below could alias the descriptors as far as the compiler knows, and
     // a reference would make it reload every field in every iteration.
     const TensorDesc d = a.descs[owner];
     const int64_t begin = (static_cast<int64_t>(chunk) - d.first_chunk) * kChunk;
     const int64_t end = begin + kChunk < d.numel ? begin + kChunk : d.numel;
-#if defined(FUSEDINIT_SASS_PROBE_KIND)
-    // benchmarks/sass_report.py builds one (distribution, dtype) loop alone to count its SASS.
-    run_vector<FUSEDINIT_SASS_PROBE_KIND, static_cast<Store>(FUSEDINIT_SASS_PROBE_STORE)>(
-        d, a.keys, rows, begin, end, thread, block_dim);
-    continue;
-#endif
-    switch (d.kind) {
-      case kNormal: run_kind<kNormal>(d, a.keys, rows, begin, end, thread, block_dim); break;
-      case kUniform: run_kind<kUniform>(d, a.keys, rows, begin, end, thread, block_dim); break;
-      case kTruncNormal:
-        run_kind<kTruncNormal>(d, a.keys, rows, begin, end, thread, block_dim);
-        break;
-      default: run_kind<kConstant>(d, a.keys, rows, begin, end, thread, block_dim); break;
-    }
+    run_chunk(d, a.keys, rows, begin, end, thread, block_dim);
   }
 }
 

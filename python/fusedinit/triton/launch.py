@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 from collections import defaultdict
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -16,7 +17,6 @@ from . import kernel as K
 BLOCK = 4096
 NUM_WARPS = 8
 _STORE = {torch.float32: K.F32, torch.float64: K.F64, torch.bfloat16: K.BF16, torch.float16: K.F16}
-_tables: Dict[torch.device, torch.Tensor] = {}
 
 
 def _one_minus(bits: int) -> int:
@@ -45,39 +45,112 @@ def _table_rows() -> torch.Tensor:
 _TABLE_ROWS = _table_rows()  # built at import: no first-use work inside a launch
 
 
-def normal_table(device: torch.device) -> torch.Tensor:
-    """The coefficient table on `device`, copied there once per device.
+class CaptureStaging:
+    """Pinned host memory for the metadata of launches recorded into CUDA graphs.
 
-    The copy is made on a side stream from pinned memory and waited for, never on the current
-    stream: a first use inside CUDA graph capture must not put a (pageable, synchronizing)
-    copy into the capture, and the table must outlive any one graph's memory pool."""
-    table = _tables.get(device)
-    if table is None:
-        if device.type != "cuda":
+    A captured host-to-device copy reads its source at every replay, so that memory must stay
+    as it is for as long as the graph lives - and nothing tells us when a graph dies. Eager
+    launches pin per call (torch's caching host allocator reuses that memory once the copy is
+    done); under capture, allocating pinned memory queries CUDA events, which invalidates a
+    capture on torch versions without a capture-aware host allocator. So the arena is pinned
+    outside capture and handed out from under capture by a bump pointer, never reused: each
+    captured launch keeps its bytes for the life of the process (a few hundred bytes per
+    launch)."""
+
+    def __init__(self, nbytes: int, pin: bool = True):
+        self._arena = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pin)
+        self._used = 0
+        self._lock = threading.Lock()
+
+    @property
+    def free_bytes(self) -> int:
+        return self._arena.numel() - self._used
+
+    def hold(self, host: torch.Tensor) -> torch.Tensor:
+        """A copy of `host` (CPU, contiguous) in the arena, 16-byte aligned, kept forever."""
+        raw = host.reshape(-1).view(torch.uint8)
+        with self._lock:
+            start = -(-self._used // 16) * 16
+            if start + raw.numel() > self._arena.numel():
+                raise RuntimeError(
+                    "fusedinit (Triton backend): the pinned memory reserved for launches inside "
+                    f"CUDA graph capture is used up ({self._arena.numel()} bytes); call "
+                    "fusedinit once outside capture between captures (that reserves more)")
+            self._used = start + raw.numel()
+        held = self._arena[start: start + raw.numel()]
+        held.copy_(raw)  # a host-side copy: no CUDA call
+        return held.view(host.dtype).view(host.shape)
+
+
+_STAGING_BYTES = 1 << 20  # ~4500 tensors' metadata under capture before a new arena is needed
+
+
+class _DeviceState:
+    """What a launch on one device needs ready before any capture: the coefficient table on
+    the device and the pinned staging arena for captured launches."""
+
+    def __init__(self, table: torch.Tensor, staging: Optional[CaptureStaging]):
+        self.table = table
+        self.staging = staging
+
+
+_devices: Dict[torch.device, _DeviceState] = {}
+_devices_lock = threading.Lock()
+# Arenas and tables replaced or forgotten: graphs captured earlier still read from them, so
+# they are never freed (their memory would be reused: pinned memory by torch's host cache).
+_retired: List[object] = []
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def device_state(device: torch.device) -> _DeviceState:
+    """The device's table and staging arena, made at the first use outside capture.
+
+    The first use cannot be inside CUDA graph capture: copying the table there would put a
+    synchronizing copy (and an allocation the graph's pool would own) into the capture. That
+    is refused with a clear error before any CUDA call; torch asks for a warm-up call outside
+    capture anyway."""
+    state = _devices.get(device)
+    capturing = _capturing(device)
+    if state is not None and (capturing or state.staging is None
+                              or state.staging.free_bytes >= _STAGING_BYTES // 2):
+        return state
+    if capturing:
+        raise RuntimeError(
+            f"fusedinit (Triton backend): first use on {device} inside CUDA graph capture; "
+            f"call fusedinit once on {device} before capturing (as torch asks of a warm-up), "
+            "so that its coefficient table is on the device")
+    with _devices_lock:
+        state = _devices.get(device)
+        if state is None:
             table = _TABLE_ROWS.to(device)
-        else:
-            table = _copy_outside_capture(_TABLE_ROWS, device)
-        if table.data_ptr() % 16:  # the kernel reads a row with two 16-byte loads
-            raise RuntimeError(f"fusedinit (Triton backend): coefficient table on {device} "
-                               "is not 16-byte aligned")
-        _tables[device] = table
-    return table
+            if table.data_ptr() % 16:  # the kernel reads a row with two 16-byte loads
+                raise RuntimeError(f"fusedinit (Triton backend): coefficient table on {device} "
+                                   "is not 16-byte aligned")
+            state = _DeviceState(table, None)
+        if device.type == "cuda" and (state.staging is None
+                                      or state.staging.free_bytes < _STAGING_BYTES // 2):
+            if state.staging is not None:
+                _retired.append(state.staging)
+            state.staging = CaptureStaging(_STAGING_BYTES)
+        _devices[device] = state
+    return state
 
 
-def _copy_outside_capture(host: torch.Tensor, device: torch.device) -> torch.Tensor:
-    if not torch.cuda.is_current_stream_capturing():
-        return host.to(device)
-    try:
-        side = torch.cuda.Stream(device)
-        with torch.cuda.stream(side):  # allocations here come from the ordinary pool
-            out = host.pin_memory().to(device, non_blocking=True)
-        side.synchronize()
-    except RuntimeError as exc:
-        raise RuntimeError(f"fusedinit (Triton backend): the first use on {device} is inside "
-                           "CUDA graph capture and its coefficient table could not be copied "
-                           f"there ({exc}); call fusedinit once on {device} before capturing"
-                           ) from exc
-    return out
+def normal_table(device: torch.device) -> torch.Tensor:
+    """The coefficient table on `device`, copied there once per device."""
+    return device_state(device).table
+
+
+def forget_device(device: torch.device) -> None:
+    """Forget the device's table and arena (tests: the next use is a first use again). Both
+    are retired, not freed: graphs captured before may still read from them."""
+    with _devices_lock:
+        state = _devices.pop(device, None)
+        if state is not None:
+            _retired.append(state)
 
 
 def merged_dims(t: torch.Tensor):
@@ -187,13 +260,16 @@ def _launch(dtype, layout, index_class, tensors, kinds, params, streams, padding
         first_block += -(-t.numel() // BLOCK)
     meta = torch.tensor(rows, dtype=torch.int64)
     flat_params = torch.tensor([float(x) for p in params for x in p], dtype=torch.float32)
+    state = device_state(device)  # before any CUDA call: may refuse a first use under capture
     non_blocking = device.type == "cuda"
-    if non_blocking:
+    if _capturing(device):
+        meta, flat_params = state.staging.hold(meta), state.staging.hold(flat_params)
+    elif non_blocking:
         meta, flat_params = meta.pin_memory(), flat_params.pin_memory()
     # The first tensor is the kernel's pointer; the others are element offsets from it.
     K.init_kernel[(first_block,)](
         base, meta.to(device, non_blocking=non_blocking),
-        flat_params.to(device, non_blocking=non_blocking), normal_table(device), len(tensors),
+        flat_params.to(device, non_blocking=non_blocking), state.table, len(tensors),
         *round_keys(seed),
         STORE=_STORE[dtype], STRIDED=layout == "strided", ALIGNED=layout == "aligned",
         NATIVE=not interpreting(), UNIT=8 if esize == 2 else 4, BLOCK=BLOCK,
