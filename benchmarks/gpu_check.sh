@@ -42,7 +42,7 @@ t0=$(date +%s)
 timeout "$(left 170)" $PY -m pip install -q --no-index --no-deps --no-build-isolation -e . \
   || { echo "BUILD FAILED"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
-$PY -c 'import fusedinit, torch; from fusedinit import _ops, _cuda_arch; print("backends", fusedinit.available_backends(), "| CUDA kernels present:", _ops.has_kernel("cuda"), "| they run on this GPU:", _ops.has_kernel("cuda") and _cuda_arch.cuda_kernels_run_on(torch.device("cuda")))'
+$PY -c 'import fusedinit, torch; from fusedinit.ops import op, cuda_arch; print("backends", fusedinit.available_backends(), "| CUDA kernels present:", op.has_kernel("cuda"), "| they run on this GPU:", op.has_kernel("cuda") and cuda_arch.cuda_kernels_run_on(torch.device("cuda")))'
 
 step "GPU tests"
 timeout "$(left 60)" $PY -m pytest -q -p no:cacheprovider -rfEs tests/test_gpu.py || status=1

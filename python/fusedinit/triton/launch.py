@@ -9,7 +9,7 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from .._normal_table import COEFFS
+from ..ops.normal_table import COEFFS
 from . import interpreting
 from . import kernel as K
 
