@@ -161,5 +161,5 @@ setup(
     # the README's test command runs the integration's tests instead of skipping them.
     extras_require={"test": ["pytest", "hypothesis", "scipy", "expecttest", TRANSFORMERS],
                     "hf": [TRANSFORMERS]},
-    entry_points={"console_scripts": ["fusedinit-bench=fusedinit.bench:main"]},
+    entry_points={"console_scripts": ["fusedinit-bench=fusedinit.cli.bench:main"]},
 )

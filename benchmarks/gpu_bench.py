@@ -185,8 +185,8 @@ def gpu_setup(min_log2: int, max_log2: int, check_max_log2: int) -> Setup:
 
     backends = [b for b in ("cuda", "triton") if b in fusedinit.available_backends()]
     if "cuda" in backends:
-        from fusedinit import _cuda_arch
-        if not _cuda_arch.cuda_kernels_run_on(torch.device("cuda")):
+        from fusedinit.ops import cuda_arch
+        if not cuda_arch.cuda_kernels_run_on(torch.device("cuda")):
             backends.remove("cuda")
     return Setup("cuda", backends, (1025, 1023), list(range(24, check_max_log2 + 1, 2)),
                  list(range(min_log2, max_log2 + 1, 2)),

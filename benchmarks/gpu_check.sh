@@ -98,7 +98,7 @@ fi
 # pip -q hides the build's warning: say loudly whether the CUDA kernels were built, and why not.
 $PY - <<'PY'
 import fusedinit, torch
-from fusedinit import _ops, _cuda_arch
+from fusedinit.ops import op, cuda_arch
 try:
     from fusedinit import _build_info
     built, skipped = _build_info.CUDA_KERNELS, _build_info.CUDA_SKIPPED
@@ -109,8 +109,8 @@ print("CUDA_KERNELS", built, "| CUDA_SKIPPED", skipped)
 if torch.version.cuda and not built:
     print("WARNING: CUDA KERNELS NOT BUILT - every CUDA check below runs the Triton backend alone:",
           skipped)
-present = _ops.has_kernel("cuda")
-runs = present and torch.cuda.is_available() and _cuda_arch.cuda_kernels_run_on(torch.device("cuda"))
+present = op.has_kernel("cuda")
+runs = present and torch.cuda.is_available() and cuda_arch.cuda_kernels_run_on(torch.device("cuda"))
 print("CUDA kernels present:", present, "| they run on this GPU:", runs)
 PY
 

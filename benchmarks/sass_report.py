@@ -6,7 +6,7 @@ the widest store, SASS instructions per output element on the hot path, and the 
 throughput that implies on an H200 next to its write roofline. It also scans the PTX of the
 full kernels (every distribution and dtype) and fails on anything that would break bit
 exactness: approximate ops (.approx), flush-to-zero (.ftz) or fused multiply-adds other than
-the contract's own (fusedinit.ptx_exactness: each of those is an inline-asm fma.rn.f32).
+the contract's own (tools/ptx_exactness.py: each of those is an inline-asm fma.rn.f32).
 
 Hot path: the CUDA kernel's 16-byte store loop is built alone (benchmarks/sass_probe.cu:
 normal, one dtype) and its shortest cycle through a 16-byte store is the common
@@ -374,7 +374,9 @@ def _row(sass: Sass, nodes, elements: int, esize: int, res: dict, spills: int,
 def _scan_ptx(ptx: str) -> list:
     """Lines of PTX with an approximate or flush-to-zero op or a contracted fma; a kernel with
     none of the contract's fma blocks means the scan no longer recognises them."""
-    from fusedinit.ptx_exactness import inexact_ops, split_contract_fma
+    if str(ROOT / "tools") not in sys.path:  # a dev tool beside the package, not in it
+        sys.path.insert(0, str(ROOT / "tools"))
+    from ptx_exactness import inexact_ops, split_contract_fma
 
     bad = inexact_ops(ptx)
     if split_contract_fma(ptx)[0] == 0:

@@ -62,7 +62,7 @@ void inplace_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet ks,
 
 TORCH_LIBRARY(fusedinit, m) {
   // Fake (meta) kernels live in this Python module; torch points users at it if one is missing.
-  m.set_python_module("fusedinit._meta");
+  m.set_python_module("fusedinit.ops.fake");
   // One call initializes every tensor of the list in place: kinds[i] picks the distribution
   // (0 normal, 1 uniform, 2 truncated normal, 3 constant), params[6i:6i+6] its parameters,
   // streams[i] its stream (uint64 bits), padding_rows[i] a row of dim 0 to zero (-1: none).
@@ -76,7 +76,7 @@ TORCH_LIBRARY(fusedinit, m) {
 }
 
 TORCH_LIBRARY(fusedinit_testing, m) {
-  m.set_python_module("fusedinit._meta");
+  m.set_python_module("fusedinit.ops.fake");
   // Philox4x32-10 on (N, 4) counters and (N, 2) keys, uint32 values held in int64.
   m.def("philox4x32_10(Tensor counters, Tensor keys) -> Tensor");
   // float32 values (before rounding to a dtype) of the given 32-bit words.

@@ -1,4 +1,4 @@
-// Bulk checks for init_many_'s common call (python/fusedinit/api.py, _fast_columns): one C++
+// Bulk checks for init_many_'s common call (python/fusedinit/ops/api.py, _fast_columns): one C++
 // pass over the tensors instead of a dozen Python passes of attribute lookups, since a model
 // of 10^5 tensors pays them on every rank. It only answers "all fine" (with the device type)
 // or None; on None the Python layer checks item by item and raises the error naming the item.

@@ -1,10 +1,15 @@
 import contextlib
+import pathlib
+import sys
 
 import pytest
 import torch
 
 import fusedinit
 import fusedinit.testing
+
+# Dev tools (tools/ptx_exactness.py) stay out of the shipped package; tests import them from there.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tools"))
 
 BITS_VIEW = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
@@ -93,11 +98,11 @@ def isas():
 def op_calls(monkeypatch):
     """Number of tensors in each fusedinit op call made during the test."""
     calls = []
-    real = fusedinit._ops.init_
+    real = fusedinit.ops.op.init_
 
     def spy(tensors, *args):
         calls.append(len(tensors))
         return real(tensors, *args)
 
-    monkeypatch.setattr(fusedinit._ops, "init_", spy)
+    monkeypatch.setattr(fusedinit.ops.op, "init_", spy)
     return calls

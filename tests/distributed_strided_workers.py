@@ -10,7 +10,7 @@ from torch.distributed.tensor import DTensor, Shard, distribute_tensor, init_dev
 from torch.distributed.tensor.placement_types import _StridedShard
 
 import fusedinit
-from fusedinit import sharding
+from fusedinit.ops import sharding
 
 sys.path.insert(0, os.path.dirname(__file__))
 from distributed_workers import NoCollectives, _bits  # noqa: E402

@@ -4,7 +4,7 @@ simulated (capability and name patched), so this runs without one."""
 import pytest
 import torch
 
-from fusedinit import _cuda_arch, _ops, api
+from fusedinit.ops import api, cuda_arch, op
 
 CUDA0 = torch.device("cuda", 0)
 
@@ -14,7 +14,7 @@ def turing(monkeypatch):
     """A cuda:0 of compute capability 7.5 in a build that has the CUDA kernels."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
-    monkeypatch.setattr(_ops, "has_kernel", lambda device_type: True)
+    monkeypatch.setattr(op, "has_kernel", lambda device_type: True)
 
 
 def test_old_gpu_falls_back_to_triton(turing, monkeypatch):
@@ -36,7 +36,7 @@ def test_old_gpu_explicit_cuda_backend_is_a_clear_error(turing):
 @pytest.mark.parametrize("capability", [(8, 0), (8, 6), (9, 0), (10, 0), (12, 0)])
 def test_sm80_and_newer_get_the_cuda_kernel(monkeypatch, capability):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    monkeypatch.setattr(_ops, "has_kernel", lambda device_type: True)
-    assert _cuda_arch.cuda_kernels_run_on(CUDA0)
+    monkeypatch.setattr(op, "has_kernel", lambda device_type: True)
+    assert cuda_arch.cuda_kernels_run_on(CUDA0)
     assert api._choose(CUDA0, None) == "op"
     assert api._choose(CUDA0, "cuda") == "op"

@@ -9,7 +9,7 @@ from torch import nn
 
 import fusedinit
 from conftest import assert_bitwise_equal
-from fusedinit.engine import current_session, recording
+from fusedinit.models.engine import current_session, recording
 
 tf = pytest.importorskip("transformers")
 from hf_configs import families  # noqa: E402

@@ -117,7 +117,7 @@ def test_init_many_is_one_call_with_independent_streams():
             calls.append(len(args[0]))
             return real(*args)
 
-    import fusedinit._ops as ops
+    import fusedinit.ops.op as ops
     original = ops.torch.ops.fusedinit
     try:
         ops.torch.ops.fusedinit = type("NS", (), {"init_": Spy()})()

@@ -179,7 +179,7 @@ def test_seed_from_generator_is_drawn_once():
     with fusedinit.fuse(lin, generator=gen):
         nn.init.normal_(lin.weight)
         nn.init.normal_(lin.bias)
-    seed = fusedinit._seed.resolve_seed(None, torch.Generator().manual_seed(5))
+    seed = fusedinit.ops.seed.resolve_seed(None, torch.Generator().manual_seed(5))
     expected = fusedinit.normal_(torch.empty(8), seed=seed, stream=param_stream("bias"))
     assert_bitwise_equal(lin.bias.detach(), expected)
 

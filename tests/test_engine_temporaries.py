@@ -132,7 +132,7 @@ def test_nothing_leaks_out_of_the_recording():
     lin = nn.Linear(DIM, DIM)
     with fusedinit.fuse(lin, seed=SEED):
         kept = torch.empty(DIM)
-    assert fusedinit.engine.current_session() is None
+    assert fusedinit.models.engine.current_session() is None
     torch.manual_seed(3)
     nn.init.normal_(kept)  # after the block: torch's own draw
     torch.manual_seed(3)

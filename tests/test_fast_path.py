@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fusedinit
-from fusedinit import api
+from fusedinit.ops import api
 from conftest import assert_bitwise_equal
 
 SPECS = [fusedinit.Normal(0.0, 0.02), fusedinit.Uniform(-0.1, 0.3, stream=5),

@@ -5,7 +5,7 @@ import torch
 
 import fusedinit
 from fusedinit import reference
-from fusedinit._kinds import NORMAL
+from fusedinit.ops.kinds import NORMAL
 from conftest import DTYPES, assert_bitwise_equal
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -19,7 +19,7 @@ SPECS = [fusedinit.Normal(0.1, 1.5, stream=2**63 + 5), fusedinit.Uniform(-1.0, 2
 
 def gpu_backends():
     names = []
-    if fusedinit._ops.has_kernel("cuda"):
+    if fusedinit.ops.op.has_kernel("cuda"):
         names.append("cuda")
     if "triton" in fusedinit.available_backends():
         names.append("triton")
@@ -74,7 +74,7 @@ def test_multi_tensor_list(backend):
 
 
 def test_cuda_is_one_launch_for_many_tensors():
-    if not fusedinit._ops.has_kernel("cuda"):
+    if not fusedinit.ops.op.has_kernel("cuda"):
         pytest.skip("built without CUDA kernels")
     items = [(torch.empty(i + 1, 100, device="cuda", dtype=dt), fusedinit.Normal(stream=i))
              for i in range(50) for dt in (torch.float32, torch.bfloat16)]
@@ -215,7 +215,7 @@ def test_tensors_on_another_device_than_the_current_one(backend):
 
 def test_cuda_more_tensors_than_one_launch_holds():
     """More than 128 tensors: one launch per 128 descriptors, every tensor right."""
-    if not fusedinit._ops.has_kernel("cuda"):
+    if not fusedinit.ops.op.has_kernel("cuda"):
         pytest.skip("built without CUDA kernels")
     items = [(torch.empty(i % 5 + 1, 40, device="cuda"), fusedinit.Normal(stream=i))
              for i in range(300)]

@@ -33,7 +33,7 @@ def _cuobjdump():
 @pytest.mark.skipif(shutil.which("nvcc") is None or not (ROOT / "csrc").exists(),
                     reason="needs nvcc and the source tree")
 def test_header_compiles_for_sm90_with_only_the_contracts_fma(tmp_path):
-    from fusedinit.ptx_exactness import inexact_ops, split_contract_fma
+    from ptx_exactness import inexact_ops, split_contract_fma
 
     src = tmp_path / "probe.cu"
     src.write_text(KERNEL)

@@ -150,7 +150,7 @@ def test_failed_flush_raises(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("kernel failed")
 
-    monkeypatch.setattr(fusedinit.session, "init_many_", broken)
+    monkeypatch.setattr(fusedinit.models.queue, "init_many_", broken)
     with pytest.raises(RuntimeError, match="kernel failed"):
         fusedinit.from_config(config, model_class=cls, seed=1)
 

@@ -64,7 +64,7 @@ def test_unbatched_pass_uses_one_seed():
     unbatched.initialize_weights()  # a second pass draws its own seed
     assert not torch.equal(unbatched.proj.weight, first)
     torch.manual_seed(5)
-    again = fusedinit._seed.resolve_seed(None, None)
+    again = fusedinit.ops.seed.resolve_seed(None, None)
     expected = fusedinit.normal_(torch.empty(16, 16), 0.0, 0.05, seed=again,
                                  stream=param_stream("proj.weight"))
     assert_bitwise_equal(unbatched.proj.weight.detach(), expected)

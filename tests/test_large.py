@@ -4,7 +4,7 @@ import torch
 
 import fusedinit
 from fusedinit import reference
-from fusedinit._kinds import NORMAL
+from fusedinit.ops.kinds import NORMAL
 from conftest import assert_bitwise_equal
 
 pytestmark = pytest.mark.slow

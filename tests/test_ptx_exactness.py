@@ -1,6 +1,6 @@
-"""fusedinit.ptx_exactness, the PTX scan of sass_report.py and the compile tests: the contract's
+"""tools/ptx_exactness.py, the PTX scan of sass_report.py and the compile tests: the contract's
 inline-asm fma pass, anything contracted, approximate or flush-to-zero is reported."""
-from fusedinit.ptx_exactness import inexact_ops, split_contract_fma
+from ptx_exactness import inexact_ops, split_contract_fma
 
 CONTRACT_FMA = """\t// begin inline asm
 \t.loc\t1 108 13 // kernel.py:108:13

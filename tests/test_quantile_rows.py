@@ -8,7 +8,7 @@ import torch
 
 import fusedinit.testing
 from fusedinit import reference
-from fusedinit._kinds import NORMAL
+from fusedinit.ops.kinds import NORMAL
 from conftest import assert_bitwise_equal, isas
 
 

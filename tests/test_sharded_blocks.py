@@ -98,7 +98,7 @@ def test_no_full_tensor_is_materialized():
     """A 4 x 8 block of a 2^31 x 2^31 logical tensor (16 EiB as float32): only the block is
     ever allocated, and it holds the contract's values at those global indices."""
     from fusedinit import reference
-    from fusedinit._kinds import NORMAL
+    from fusedinit.ops.kinds import NORMAL
 
     n = 2**31
     rows, cols = range(n - 4, n), range(2**30, 2**30 + 8)
@@ -116,7 +116,7 @@ def test_no_full_tensor_is_materialized():
 def test_column_shards_are_one_kernel_entry():
     """A block sharded on any one dim (and on dims 0 and 1 of a 3-D tensor) is one tensor for
     the kernels - runs of global indices a fixed stride apart - not one entry per row."""
-    from fusedinit.api import _plan
+    from fusedinit.ops.api import _plan
 
     spec = fusedinit.Normal(stream=1)
     assert len(_plan(0, (torch.empty(64, 33), spec, (64, 100), (0, 34)))) == 1

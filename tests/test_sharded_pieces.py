@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import fusedinit
-from fusedinit.api import _plan
+from fusedinit.ops.api import _plan
 from conftest import assert_bitwise_equal
 
 

@@ -9,9 +9,9 @@ from scipy.special import ndtri
 
 import fusedinit
 import fusedinit.testing
-from fusedinit import _normal_table, reference
-from fusedinit._kinds import NORMAL, TRUNC_NORMAL, UNIFORM
-from fusedinit.specs import TruncNormal
+from fusedinit.ops import normal_table, reference
+from fusedinit.ops.kinds import NORMAL, TRUNC_NORMAL, UNIFORM
+from fusedinit.ops.specs import TruncNormal
 from conftest import assert_bitwise_equal, isas
 
 EXTREME_WORDS = sorted({0, 1, 2, 3, 0xFF, 0x100, 0x1FF, 0x200, 0x7FFFFF, 0x800000, 0xFFFFFF,
@@ -73,7 +73,7 @@ def test_float16_subnormal_and_overflow_rounding():
                  fusedinit.Normal(-65504.0, 30.0), fusedinit.Uniform(-7e-8, 7e-8)):
         # The raw op: the API refuses specs whose values overflow float16 (they would be inf).
         t, tb = torch.empty(1 << 16, dtype=torch.float16), torch.empty(1 << 16, dtype=torch.bfloat16)
-        fusedinit._ops.init_([t, tb], [spec.kind] * 2, list(spec.op_params) * 2, [0, 0], [-1, -1], 8)
+        fusedinit.ops.op.init_([t, tb], [spec.kind] * 2, list(spec.op_params) * 2, [0, 0], [-1, -1], 8)
         values = fusedinit.init_many_([(torch.empty(1 << 16), spec)], seed=8)[0]
         assert_bitwise_equal(t, values.to(torch.float16), str(spec))
         assert_bitwise_equal(tb, values.to(torch.bfloat16), str(spec))
@@ -101,8 +101,8 @@ def test_quantile_table_accuracy():
         worst = max(worst, float(err.max()))
         if (exact < 4).any():
             worst_below4 = max(worst_below4, float(err[exact < 4].max()))
-    assert worst <= _normal_table.MAX_ABS_ERROR
-    assert worst_below4 <= _normal_table.MAX_ABS_ERROR_BELOW_4 <= 2e-7
+    assert worst <= normal_table.MAX_ABS_ERROR
+    assert worst_below4 <= normal_table.MAX_ABS_ERROR_BELOW_4 <= 2e-7
     assert worst < 2.6e-7
 
 
@@ -121,6 +121,6 @@ def test_table_mirror_matches_header():
     if not header.exists():
         pytest.skip("source tree not available")
     floats = [float.fromhex(x) for x in re.findall(r"(-?0x[0-9a-f.]+p[-+]\d+)f", header.read_text())]
-    mirror = [float(v) for row in _normal_table.COEFFS
+    mirror = [float(v) for row in normal_table.COEFFS
               for v in reference.f32_from_bits(torch.tensor(row, dtype=torch.int64)).tolist()]
     assert floats == mirror and not any(math.isnan(f) for f in floats)

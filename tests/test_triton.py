@@ -43,7 +43,7 @@ def test_compiles_for_sm90(dtype, layout):
     assert ".target sm_90" in ptx
     # Bit exactness on the GPU: no approximate, flush-to-zero or contracted float op; the only
     # fma are the contract's (inline asm), 7 per normal or truncated normal value at least.
-    from fusedinit.ptx_exactness import inexact_ops, split_contract_fma
+    from ptx_exactness import inexact_ops, split_contract_fma
     assert inexact_ops(ptx) == [], f"inexact ops in the PTX of {dtype} {layout}"
     assert split_contract_fma(ptx)[0] >= 7
     if layout == "aligned":

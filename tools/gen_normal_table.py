@@ -13,7 +13,7 @@ remainder. The other coefficients are fitted on Chebyshev nodes and rounded to
 float32 one at a time from the highest, refitting the lower ones each time.
 
 Running this script rewrites csrc/fusedinit/normal_table.h and
-python/fusedinit/_normal_table.py; the stream changes with them, so the test
+python/fusedinit/ops/normal_table.py; the stream changes with them, so the test
 vectors must be regenerated too (tools/gen_vectors.py). The maximum error is
 measured exhaustively: every one of the 2^28 (octave, mant23) arguments the
 quantile accepts, evaluated with exact float32 fma, against scipy's float64
@@ -151,7 +151,7 @@ __constant__ float kNormalTableDevice[kNormalTableColumns][kNormalTableRows] = F
         bits = np.array([table[r][k] for r in range(rows)], dtype=F32).view(np.uint32)
         py.append("    [" + ", ".join(f"0x{int(b):08x}" for b in bits) + "],")
     py.append("]")
-    (ROOT / "python/fusedinit/_normal_table.py").write_text("\n".join(py) + "\n")
+    (ROOT / "python/fusedinit/ops/normal_table.py").write_text("\n".join(py) + "\n")
     print(f"max abs error {err:.3e} ({measured}); {err4:.3e} where |z| < 4")
 
 

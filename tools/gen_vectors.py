@@ -11,7 +11,7 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
 from fusedinit import reference  # noqa: E402
-from fusedinit.specs import TruncNormal  # noqa: E402
+from fusedinit.ops.specs import TruncNormal  # noqa: E402
 
 CASES = [
     dict(name="normal(0,1) float32", kind=0, params=[0.0, 1.0, 0, 0, 0, 0], dtype="float32"),

@@ -1,7 +1,7 @@
 """Command line: `python -m fusedinit bench [options]` and `python -m fusedinit init-model CONFIG`."""
 import sys
 
-from ._cli import Parser
+from .cli.errors import Parser
 
 
 def main(argv=None):
@@ -12,11 +12,11 @@ def main(argv=None):
                              "transformers model with fusedinit.from_config")
     args, rest = parser.parse_known_args(argv[:1])
     if args.command == "bench":
-        from .bench import main as bench_main
+        from .cli.bench import main as bench_main
 
         return bench_main(argv[1:], prog="python -m fusedinit bench")
     if args.command == "init-model":
-        from .init_model import main as init_model_main
+        from .cli.init_model import main as init_model_main
 
         return init_model_main(argv[1:], prog="python -m fusedinit init-model")
     return 2

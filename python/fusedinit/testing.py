@@ -7,14 +7,14 @@ from typing import Iterable, List, Optional, Tuple
 
 import torch
 
-from . import _ops
-from .api import plan_items
-from ._seed import resolve_seed
+from .ops import op
+from .ops.api import plan_items
+from .ops.seed import resolve_seed
 
 
 def _require_extension() -> None:
-    if not _ops.HAS_EXTENSION:
-        raise RuntimeError(f"fusedinit.testing needs the compiled extension ({_ops.EXTENSION_ERROR})")
+    if not op.HAS_EXTENSION:
+        raise RuntimeError(f"fusedinit.testing needs the compiled extension ({op.EXTENSION_ERROR})")
 
 
 def philox4x32_10(counters: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -59,7 +59,7 @@ def emulate_cuda_(items: Iterable[Tuple[torch.Tensor, object]], *, seed: Optiona
     with torch.no_grad():
         torch.ops.fusedinit_testing.emulate_cuda_init_(
             [e.tensor for e in entries], [e.kind for e in entries],
-            [x for e in entries for x in e.params], [_ops._as_int64(e.stream) for e in entries],
-            [e.padding_row for e in entries], _ops._as_int64(seed), grid, block,
-            _ops.index_map([e.placement for e in entries]))
+            [x for e in entries for x in e.params], [op._as_int64(e.stream) for e in entries],
+            [e.padding_row for e in entries], op._as_int64(seed), grid, block,
+            op.index_map([e.placement for e in entries]))
     return [item[0] for item in items]

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .._seed import resolve_seed
-from ..engine import recording
+from ..ops.seed import resolve_seed
+from ..models.engine import recording
 
 
 def materialize_(model: nn.Module, device: torch.device, progress: bool = False,
@@ -124,7 +124,7 @@ def _from_config_sharded(model: nn.Module, device: torch.device, mesh, seed) -> 
     buffers are real and initialized by the pass), shard it with FSDP2 on `mesh`, allocate each
     rank's shards on `device`, then write every shard - each element gets its value in the
     unsharded tensor - in one op call per device."""
-    from ..api import init_many_
+    from ..ops.api import init_many_
 
     materialize_(model, device, parameters=False)
     untied = _untie(model)

@@ -16,10 +16,10 @@ import weakref
 
 from torch import nn
 
-from .._seed import resolve_seed
-from ..engine import current_session
-from ..modules import base_rules
-from ..session import InitSession
+from ..ops.seed import resolve_seed
+from ..models.engine import current_session
+from ..models.modules import base_rules
+from ..models.queue import InitSession
 
 # model -> (seed, ids of the modules visited) of its unbatched pass in progress.
 _passes: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

@@ -28,8 +28,8 @@ import weakref
 from contextlib import contextmanager
 from typing import Optional
 
-from .._seed import check_u64, resolve_seed
-from ..engine import current_session, recording
+from ..ops.seed import check_u64, resolve_seed
+from ..models.engine import current_session, recording
 
 _lock = threading.Lock()
 # originals: the wrapped methods' originals while installed; seed: patch_transformers' seed;

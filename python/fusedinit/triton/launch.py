@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from .._normal_table import COEFFS
+from ..ops.normal_table import COEFFS
 from . import interpreting
 from . import kernel as K
 

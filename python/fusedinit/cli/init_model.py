@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from . import _cli
+from . import errors
 
 
 def _peak_memory_gb(device: torch.device) -> float:
@@ -57,7 +57,7 @@ def _check_config_file(path: str) -> None:
 
 def _load_config(spec: str):
     """The transformers config for spec, or ValueError with a one-line reason."""
-    from .hf.presets import PRESETS, load_config
+    from ..hf.presets import PRESETS, load_config
 
     if spec not in PRESETS:
         if os.path.isdir(spec):
@@ -77,12 +77,12 @@ def _load_config(spec: str):
 
 
 def main(argv=None, prog: str = "python -m fusedinit init-model") -> int:
-    parser = _cli.Parser(prog=prog, description=__doc__)
+    parser = errors.Parser(prog=prog, description=__doc__)
     parser.add_argument("config", help="config.json path, a folder with one, or a preset: "
                                        "llama-1b, deepseek-v3-1b")
-    parser.add_argument("--device", type=_cli.device, default="cpu", help="cpu or cuda")
+    parser.add_argument("--device", type=errors.device, default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--seed", type=_cli.seed, default=0, help="in [0, 2^64)")
+    parser.add_argument("--seed", type=errors.seed, default=0, help="in [0, 2^64)")
     parser.add_argument("--compare-stock", action="store_true",
                         help="also time stock from_config (AutoModelForCausalLM) in this process")
     parser.add_argument("--progress", action="store_true")
@@ -93,8 +93,8 @@ def main(argv=None, prog: str = "python -m fusedinit init-model") -> int:
     except ImportError:
         parser.error("init-model needs transformers 4.57.x or 5.x (pip install 'transformers>=4.57')")
 
-    from .hf import from_config
-    from .hf.build import dtype_keyword
+    from ..hf import from_config
+    from ..hf.build import dtype_keyword
 
     try:
         config = _load_config(args.config)

@@ -14,7 +14,7 @@ from typing import List, NamedTuple, Sequence, Tuple
 
 import torch
 
-from ._ops import WHOLE, Placement
+from .op import WHOLE, Placement
 
 
 _DTENSOR = []  # the DTensor class once looked up ([None] without torch.distributed)

@@ -13,9 +13,9 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 import torch
 from torch import nn
 
-from .api import init_many_
-from .sharding import is_dtensor
-from .specs import Constant, Normal
+from ..ops.api import init_many_
+from ..ops.sharding import is_dtensor
+from ..ops.specs import Constant, Normal
 from .streams import param_stream
 
 

@@ -7,9 +7,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ._seed import resolve_seed
+from ..ops.seed import resolve_seed
 from .engine import recording
-from .specs import Constant, Normal
+from ..ops.specs import Constant, Normal
 
 _WEIGHT_LAYERS = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
                   nn.ConvTranspose2d, nn.ConvTranspose3d)

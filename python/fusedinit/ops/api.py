@@ -13,11 +13,10 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
-from . import _ops, reference, sharding
-from . import _cuda_arch
-from ._ops import WHOLE, Placement
-from ._overlap import byte_range, has_internal_overlap, shared_memory_pairs
-from ._seed import resolve_seed
+from . import cuda_arch, op, reference, sharding
+from .op import WHOLE, Placement
+from .overlap import byte_range, has_internal_overlap, shared_memory_pairs
+from .seed import resolve_seed
 from .specs import LARGEST, SPECS, Constant, Normal, TruncNormal, Uniform, check_dtype
 
 CONSTANT_ZERO = Constant(0.0)
@@ -86,7 +85,7 @@ def init_many_(items: Iterable[Tuple[torch.Tensor, object]], *, seed: Optional[i
     if fast is not None:
         seed = resolve_seed(seed, generator)
         with torch.no_grad():
-            _ops.init_(*fast, seed)
+            op.init_(*fast, seed)
         return list(fast[0])
     groups = defaultdict(list)
     cpu = groups[_CPU]
@@ -121,10 +120,10 @@ def _fast_columns(items: List, backend: Optional[str]) -> Optional[tuple]:
     every item a (plain dense contiguous tensor, spec without padding) pair, all on one device
     with a compiled kernel, no two sharing memory - checked in bulk: type sets over the
     columns, spec work once per distinct spec object, the tensor checks in one C++ pass
-    (_ops.scan_plain). None when any item is not of that kind or any check fails: the general
+    (op.scan_plain). None when any item is not of that kind or any check fails: the general
     path (plan_items) then checks item by item and raises the error naming the item. A model
     of 10^5 tensors pays this on every rank, so no Python code runs per tensor."""
-    if (not items or _ops.scan_plain is None or torch.compiler.is_compiling()
+    if (not items or op.scan_plain is None or torch.compiler.is_compiling()
             or set(map(type, items)) != {tuple} or set(map(len, items)) != {2}):
         return None
     tensors, specs = zip(*items)
@@ -135,8 +134,8 @@ def _fast_columns(items: List, backend: Optional[str]) -> Optional[tuple]:
         return None
     bound = max(spec.largest_value for spec in by_id.values())
     dtypes = tuple(dtype for dtype, largest in LARGEST.items() if bound <= largest)
-    device_type = _ops.scan_plain(tensors, dtypes)
-    if device_type is None or backend not in (None, device_type) or not _ops.has_kernel(device_type):
+    device_type = op.scan_plain(tensors, dtypes)
+    if device_type is None or backend not in (None, device_type) or not op.has_kernel(device_type):
         return None
     n = len(tensors)
     if len(by_id) == 1:
@@ -269,14 +268,14 @@ def _run(impl: str, group: Sequence[Entry], seed: int) -> None:
     args = (list(tensors), list(kinds), list(chain.from_iterable(params)), list(streams),
             list(padding_rows), seed, list(placements))
     if impl == "triton":
-        from . import triton as triton_backend
+        from .. import triton as triton_backend
 
         triton_backend.init_(*args)
         # The Triton kernel writes behind autograd's back: bump the versions as an in-place
         # torch op does (the compiled op does it in C++).
         torch.autograd.graph.increment_version(args[0])
     else:
-        _ops.init_(*args)
+        op.init_(*args)
 
 
 def _choose(device: torch.device, backend: Optional[str]) -> str:
@@ -284,18 +283,18 @@ def _choose(device: torch.device, backend: Optional[str]) -> str:
     if backend == "reference":
         return "reference"
     if backend is None:
-        too_old = device.type == "cuda" and not _cuda_arch.cuda_kernels_run_on(device)
-        if _ops.has_kernel(device.type) and not too_old:
+        too_old = device.type == "cuda" and not cuda_arch.cuda_kernels_run_on(device)
+        if op.has_kernel(device.type) and not too_old:
             return "op"  # on CUDA the CUDA kernel: see README, "Which GPU backend"
         if device.type == "cuda" and _triton_error(device) is None:
             return "triton"
-        if too_old and _ops.has_kernel("cuda"):
+        if too_old and op.has_kernel("cuda"):
             raise RuntimeError(f"fusedinit: no GPU backend for {device}: "
-                               f"{_cuda_arch.too_old_message(device)}, and the Triton backend "
+                               f"{cuda_arch.too_old_message(device)}, and the Triton backend "
                                f"is unavailable ({_triton_error(device)}); pass "
                                "backend='reference' for the (slow) pure-PyTorch path")
-        if not _ops.HAS_EXTENSION:
-            _ops.warn_no_extension()
+        if not op.HAS_EXTENSION:
+            op.warn_no_extension()
         return "reference"
     if backend == "triton":
         error = _triton_error(device)
@@ -304,20 +303,20 @@ def _choose(device: torch.device, backend: Optional[str]) -> str:
         return "triton"
     if device.type != backend:
         raise ValueError(f"backend={backend!r} cannot fill a tensor on {device}")
-    if not _ops.has_kernel(device.type):
-        why = (_ops.EXTENSION_ERROR if not _ops.HAS_EXTENSION else
+    if not op.has_kernel(device.type):
+        why = (op.EXTENSION_ERROR if not op.HAS_EXTENSION else
                "this build of fusedinit has no CUDA kernels (built without a CUDA torch or nvcc)")
         raise RuntimeError(f"backend={backend!r}: the compiled kernel is not available ({why})")
-    if device.type == "cuda" and not _cuda_arch.cuda_kernels_run_on(device):
-        raise RuntimeError(f"backend='cuda': {_cuda_arch.too_old_message(device)}; use "
+    if device.type == "cuda" and not cuda_arch.cuda_kernels_run_on(device):
+        raise RuntimeError(f"backend='cuda': {cuda_arch.too_old_message(device)}; use "
                            "backend='triton' (or None to pick it)")
     return "op"
 
 
 def _triton_error(device: torch.device) -> Optional[str]:
     """Why the Triton kernel cannot fill tensors on `device`, or None."""
-    from . import triton as triton_backend
-    from .triton import interpreting
+    from .. import triton as triton_backend
+    from ..triton import interpreting
 
     error = triton_backend.import_error()
     if error is not None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from . import _normal_table
-from ._kinds import CONSTANT, NORMAL, TRUNC_NORMAL, UNIFORM
+from . import normal_table
+from .kinds import CONSTANT, NORMAL, TRUNC_NORMAL, UNIFORM
 
 # The version of the contract this module implements (docs/rng.md "Version"): values for a
 # given seed and name never change within it.
@@ -87,7 +87,7 @@ _TABLES: dict = {}
 def _coefficients(device) -> torch.Tensor:
     key = str(device)
     if key not in _TABLES:
-        bits = torch.tensor(_normal_table.COEFFS, dtype=torch.int64, device=device)
+        bits = torch.tensor(normal_table.COEFFS, dtype=torch.int64, device=device)
         _TABLES[key] = f32_from_bits(bits)
     return _TABLES[key]
 
@@ -97,9 +97,9 @@ def half_normal_quantile(octave: torch.Tensor, mant23: torch.Tensor) -> torch.Te
     s = t - m (exact), then Horner's rule with one fma per step."""
     coeffs = _coefficients(octave.device)
     row = octave * 2 + (mant23 >> 22)
-    s = f32_from_bits(mant23 | 0x3F800000) - coeffs[_normal_table.CENTER][row]
-    r = coeffs[_normal_table.DEGREE][row]
-    for k in range(_normal_table.DEGREE - 1, -1, -1):
+    s = f32_from_bits(mant23 | 0x3F800000) - coeffs[normal_table.CENTER][row]
+    r = coeffs[normal_table.DEGREE][row]
+    for k in range(normal_table.DEGREE - 1, -1, -1):
         r = fma_f32(r, s, coeffs[k][row])
     return r
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 import fusedinit
 import fusedinit.testing
 
-from . import _cli
+from . import errors
 
 
 class _NoCudaRuntimeNote(logging.Filter):
@@ -69,16 +69,16 @@ def log2_sizes(text: str) -> list[int]:
 
 
 def parse_args(argv=None, prog: str = "fusedinit-bench"):
-    p = _cli.Parser(prog=prog, description=__doc__)
-    p.add_argument("--device", type=_cli.device, default=None,
+    p = errors.Parser(prog=prog, description=__doc__)
+    p.add_argument("--device", type=errors.device, default=None,
                    help="cpu or cuda (default: cuda if available)")
     p.add_argument("--sizes", type=log2_sizes, default=None,
                    help="comma-separated log2 sizes (default: 20,22,24,26 on CPU, 24,26,28,30 on GPU)")
-    p.add_argument("--dtypes", type=_cli.choice_list(DTYPES), default="float32,bfloat16,float16")
-    p.add_argument("--ops", type=_cli.choice_list(OPS), default="normal,uniform,trunc_normal")
-    p.add_argument("--threads", type=_cli.positive_int, default=None,
+    p.add_argument("--dtypes", type=errors.choice_list(DTYPES), default="float32,bfloat16,float16")
+    p.add_argument("--ops", type=errors.choice_list(OPS), default="normal,uniform,trunc_normal")
+    p.add_argument("--threads", type=errors.positive_int, default=None,
                    help="CPU threads (default: torch's)")
-    p.add_argument("--min-run-time", type=_cli.positive_seconds, default=0.3,
+    p.add_argument("--min-run-time", type=errors.positive_seconds, default=0.3,
                    help="seconds per measurement")
     p.add_argument("--out", default="results", help="folder for the JSON and PNG")
     p.add_argument("--no-plot", action="store_true")
@@ -149,7 +149,7 @@ def run(args):
 def _cuda_skipped() -> str | None:
     """Why this build has no CUDA kernels although torch has CUDA (recorded by setup.py)."""
     try:
-        from ._build_info import CUDA_SKIPPED
+        from .._build_info import CUDA_SKIPPED
     except ImportError:  # not built by setup.py (e.g. a source tree on PYTHONPATH)
         return None
     return CUDA_SKIPPED

@@ -9,8 +9,8 @@ from typing import Optional
 
 import torch
 
-from ._kinds import CONSTANT, NORMAL, TRUNC_NORMAL, UNIFORM
-from ._seed import check_u64
+from .kinds import CONSTANT, NORMAL, TRUNC_NORMAL, UNIFORM
+from .seed import check_u64
 
 # Largest double that rounds to a finite float32 (FLT_MAX plus just under half an ulp).
 _F32_LIMIT = 3.4028235677973366e38

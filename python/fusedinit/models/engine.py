@@ -2,7 +2,7 @@
 
 While a recording is open on this thread (or task), a TorchDispatchMode sees every aten op.
 `normal_`, `uniform_`, `fill_` and `zero_` on a whole parameter or buffer of the module are
-queued (session.py; a later write to the same tensor replaces the earlier one); `zero_` of one
+queued (queue.py; a later write to the same tensor replaces the earlier one); `zero_` of one
 row of a tensor with a pending normal becomes its padding row. Chains of ops that init code
 issues on a freshly queued tensor are folded into one spec when the result is exactly the
 contract's values for that spec (torch's and timm's trunc_normal_, normal_ scaled and
@@ -32,11 +32,11 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
-from ._seed import resolve_seed
-from .api import init_many_
-from .session import DeferredOp, InitSession, Pending, local_tensor, tensor_key
-from .sharding import is_dtensor
-from .specs import Constant, Normal, TruncNormal, Uniform
+from ..ops.seed import resolve_seed
+from ..ops.api import init_many_
+from .queue import DeferredOp, InitSession, Pending, local_tensor, tensor_key
+from ..ops.sharding import is_dtensor
+from ..ops.specs import Constant, Normal, TruncNormal, Uniform
 
 aten = torch.ops.aten
 

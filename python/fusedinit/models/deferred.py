@@ -34,10 +34,10 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from ._seed import resolve_seed
+from ..ops.seed import resolve_seed
 from .engine import _norm_cdf, recording
-from .session import storage_of, tensor_key
-from .sharding import is_dtensor
+from .queue import storage_of, tensor_key
+from ..ops.sharding import is_dtensor
 
 aten = torch.ops.aten
 M = TypeVar("M", bound=nn.Module)

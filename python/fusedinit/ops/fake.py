@@ -1,5 +1,5 @@
 """Fake (meta) kernels of the fusedinit ops, so they trace under torch.compile. The C++
-library names this module (m.set_python_module), and fusedinit._ops imports it right after
+library names this module (m.set_python_module), and fusedinit.ops.op imports it right after
 loading the library."""
 from __future__ import annotations
 

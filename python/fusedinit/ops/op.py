@@ -9,7 +9,7 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 
 try:
-    from . import _C  # noqa: F401  (loading it registers torch.ops.fusedinit.*)
+    from .. import _C  # noqa: F401  (loading it registers torch.ops.fusedinit.*)
 
     EXTENSION_ERROR: Optional[Exception] = None
 except ImportError as exc:  # a source checkout without a build: the reference still works
@@ -22,7 +22,7 @@ HAS_EXTENSION = EXTENSION_ERROR is None
 scan_plain = _C.scan_plain if HAS_EXTENSION else None
 
 if HAS_EXTENSION:
-    from . import _meta  # noqa: F401  (the module the library names for its fake kernels)
+    from . import fake  # noqa: F401  (the module the library names for its fake kernels)
 
 
 class Placement(NamedTuple):
