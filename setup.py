@@ -155,7 +155,7 @@ setup(
     package_dir={"": "python"},
     ext_modules=[cpu_extension(cpu_sources())],  # made a CUDA extension at build time if possible
     cmdclass={"build_ext": BuildFusedinit},
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     install_requires=["torch>=2.4", "numpy", "tqdm", "matplotlib"],
     # The transformers versions the integration supports (4.57.x and 5.x); in "test" too, so
     # the README's test command runs the integration's tests instead of skipping them.
