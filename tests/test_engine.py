@@ -315,3 +315,26 @@ def test_erfinv_trunc_normal_with_lopsided_bounds(mean, std, a, b, op_calls):
     expected = reference_contract(fusedinit.trunc_normal_, (48, 32), "weight", mean, std, a, b)
     assert_bitwise_equal(lin.weight.detach(), expected)
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_direct_normal_with_a_mean(dtype, op_calls):
+    """normal_(mean != 0) on a parameter, as nn.init and as a tensor method with the mean
+    positional: the contract's Normal(mean, std) for that name. A shift or a scale after it
+    is not one Normal (only a shift of a mean-0 normal, a scale of a standard one, fold into
+    one): it runs on the contract's values."""
+    m = nn.Sequential(*[nn.Linear(32, 48, bias=False) for _ in range(4)]).to(dtype)
+    with fusedinit.fuse(m, seed=SEED):
+        nn.init.normal_(m[0].weight, mean=0.5, std=0.1)
+        m[1].weight.data.normal_(-0.25, 2.0)
+        nn.init.normal_(m[2].weight, mean=0.5, std=0.1)
+        m[2].weight.data.add_(0.25)
+        m[3].weight.data.normal_(0.5).mul_(0.1)
+    assert sum(op_calls) == 4, "each written once by fusedinit"  # the mul_ flushes the queue
+    assert_bitwise_equal(m[0].weight.detach(), reference_contract(
+        fusedinit.normal_, (48, 32), "0.weight", 0.5, 0.1, dtype=dtype))
+    assert_bitwise_equal(m[1].weight.detach(), reference_contract(
+        fusedinit.normal_, (48, 32), "1.weight", -0.25, 2.0, dtype=dtype))
+    shifted = reference_contract(fusedinit.normal_, (48, 32), "2.weight", 0.5, 0.1, dtype=dtype)
+    assert_bitwise_equal(m[2].weight.detach(), shifted.add_(0.25))
+    scaled = reference_contract(fusedinit.normal_, (48, 32), "3.weight", 0.5, 1.0, dtype=dtype)
+    assert_bitwise_equal(m[3].weight.detach(), scaled.mul_(0.1))
