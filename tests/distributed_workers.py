@@ -1,5 +1,8 @@
 """Worker bodies for test_distributed.py: each runs in its own process of a gloo group on CPU
-and raises (non-zero exit) on any mismatch."""
+and raises (non-zero exit) on any mismatch. Expected values come from the pure-PyTorch
+reference on the unsharded tensor, with the spec written out here (or read off the stock
+transformers pass by hf_rules), so a defect shared by every fusedinit path - the model rules,
+the padding row - cannot pass by agreeing with itself."""
 import os
 import sys
 
@@ -25,12 +28,29 @@ def _bits(t):
     return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
 
 
+_REFERENCE = {}  # (shape, dtype, spec, seed) -> the reference's values of the whole tensor
+
+
+def reference_values(shape, dtype, spec, seed):
+    key = (tuple(shape), dtype, spec, seed)
+    if key not in _REFERENCE:
+        _REFERENCE[key] = fusedinit.init_many_([(torch.empty(shape, dtype=dtype), spec)],
+                                               seed=seed, backend="reference")[0]
+    return _REFERENCE[key]
+
+
+def _compare(full, expected, what):
+    if full.shape != expected.shape or full.dtype != expected.dtype:
+        raise AssertionError(f"rank {dist.get_rank()}: {what}: {full.dtype} {tuple(full.shape)} "
+                             f"vs {expected.dtype} {tuple(expected.shape)}")
+    if not torch.equal(_bits(full.contiguous()), _bits(expected.contiguous())):
+        bad = int((_bits(full.contiguous()) != _bits(expected.contiguous())).sum())
+        raise AssertionError(f"rank {dist.get_rank()}: {what}: {bad} elements differ")
+
+
 def _check(dt, spec, seed, what):
     full = dt.full_tensor()  # communication only to check the result
-    expected = fusedinit.init_many_([(torch.empty(SHAPE, dtype=dt.dtype), spec)], seed=seed)[0]
-    if not torch.equal(_bits(full), _bits(expected)):
-        bad = int((_bits(full) != _bits(expected)).sum())
-        raise AssertionError(f"rank {dist.get_rank()}: {what}: {bad} elements differ")
+    _compare(full, reference_values(SHAPE, dt.dtype, spec, seed), what)
 
 
 _COLLECTIVE_NAMESPACES = {"c10d", "_c10d_functional", "_c10d_functional_autograd"}
@@ -159,12 +179,76 @@ def fsdp2_init_module():
     model.to_empty(device="cpu")
     with NoCollectives():
         fusedinit.init_module_(model, std=0.05, seed=77)
-    reference = fusedinit.init_module_(Net(), std=0.05, seed=77)
-    expected = reference.state_dict()
+    specs = net_specs(0.05)
+    state = model.state_dict()
+    if set(state) != set(specs):
+        raise AssertionError(f"state {sorted(state)} vs specs {sorted(specs)}")
+    for name, value in state.items():
+        full = value.full_tensor() if isinstance(value, DTensor) else value
+        _compare(full, reference_values(full.shape, full.dtype, specs[name], 77), f"FSDP2 {name}")
+
+
+def net_specs(std):
+    """What init_module_ writes to each tensor of Net (Hugging Face's base rules), by name."""
+    def normal(name, **kwargs):
+        return fusedinit.Normal(0.0, std, stream=fusedinit.param_stream(name), **kwargs)
+
+    specs = {"emb.weight": normal("emb.weight", padding_idx=19),
+             "experts": normal("experts")}
+    for i in range(3):
+        specs.update({f"layers.{i}.0.weight": normal(f"layers.{i}.0.weight"),
+                      f"layers.{i}.0.bias": fusedinit.Constant(0.0),
+                      f"layers.{i}.1.weight": fusedinit.Constant(1.0),
+                      f"layers.{i}.1.bias": fusedinit.Constant(0.0),
+                      f"layers.{i}.2.weight": normal(f"layers.{i}.2.weight")})
+    return specs
+
+
+def llama_specs(config):
+    """Each Llama parameter's spec, from the rule the stock transformers pass applies to it
+    (hf_rules logs its writes; independent of fusedinit's recorder)."""
+    import transformers as tf
+    from hf_rules import stock_with_rules
+
+    _, rules = stock_with_rules(tf.LlamaForCausalLM, config)
+    specs = {}
+    for name, rule in rules.items():
+        stream = fusedinit.param_stream(name)
+        if rule is None:
+            raise AssertionError(f"{name}: the stock pass writes it in a way hf_rules cannot read")
+        specs[name] = {
+            "normal": lambda: fusedinit.Normal(rule.a, rule.b, padding_idx=rule.padding_row,
+                                               stream=stream),
+            "uniform": lambda: fusedinit.Uniform(rule.a, rule.b, stream=stream),
+            "trunc_normal": lambda: fusedinit.TruncNormal(rule.a, rule.b, rule.low, rule.high,
+                                                          stream=stream),
+            "constant": lambda: fusedinit.Constant(rule.a)}[rule.kind]()
+    if specs["model.embed_tokens.weight"].padding_idx != config.pad_token_id:
+        raise AssertionError("the stock pass must zero the padding row")
+    return specs
+
+
+def _check_llama(model, config, seed, what):
+    """Every parameter (gathered) against the reference; the rest of the state (no
+    parameters: buffers) against the unsharded fusedinit model."""
+    import transformers as tf
+
+    specs = llama_specs(config)
+    params = dict(model.named_parameters())
+    if set(params) != set(specs):
+        raise AssertionError(f"parameters {sorted(params)} vs specs {sorted(specs)}")
+    single = None
     for name, value in model.state_dict().items():
         full = value.full_tensor() if isinstance(value, DTensor) else value
-        if not torch.equal(_bits(full.contiguous()), _bits(expected[name])):
-            raise AssertionError(f"rank {dist.get_rank()}: FSDP2 {name} differs")
+        if name in specs:
+            expected = reference_values(full.shape, full.dtype, specs[name], seed)
+        elif "rotary" in name:
+            continue  # not initialized by the init pass
+        else:
+            if single is None:
+                single = fusedinit.from_config(config, model_class=tf.LlamaForCausalLM, seed=seed)
+            expected = single.state_dict()[name]
+        _compare(full, expected, f"{what} {name}")
 
 
 def fsdp2_llama_from_config():
@@ -178,12 +262,7 @@ def fsdp2_llama_from_config():
         sharded = fusedinit.from_config(config, model_class=tf.LlamaForCausalLM, seed=9,
                                         device_mesh=mesh)
     assert isinstance(sharded.model.embed_tokens.weight, DTensor)
-    single = fusedinit.from_config(config, model_class=tf.LlamaForCausalLM, seed=9)
-    expected = single.state_dict()
-    for name, value in sharded.state_dict().items():
-        full = value.full_tensor() if isinstance(value, DTensor) else value
-        if not torch.equal(_bits(full.contiguous()), _bits(expected[name].contiguous())):
-            raise AssertionError(f"rank {dist.get_rank()}: FSDP2 Llama {name} differs")
+    _check_llama(sharded, config, 9, "FSDP2 Llama")
 
 
 def fsdp2_llama_user_wrapped():
@@ -206,11 +285,4 @@ def fsdp2_llama_user_wrapped():
         module.__dict__.pop("_is_hf_initialized", None)
     with NoCollectives(), fusedinit.patched_transformers(seed=9):
         model.initialize_weights()
-    single = fusedinit.from_config(config, model_class=tf.LlamaForCausalLM, seed=9)
-    expected = single.state_dict()
-    for name, value in model.state_dict().items():
-        if "rotary" in name:
-            continue
-        full = value.full_tensor() if isinstance(value, DTensor) else value
-        if not torch.equal(_bits(full.contiguous()), _bits(expected[name].contiguous())):
-            raise AssertionError(f"rank {dist.get_rank()}: user-wrapped FSDP2 Llama {name} differs")
+    _check_llama(model, config, 9, "user-wrapped FSDP2 Llama")

@@ -125,3 +125,24 @@ def test_blocks_across_a_multiple_of_2_32_groups(dtype):
         fusedinit.init_many_([(expected, spec, (2**35 + 8192,), [start])], seed=5,
                              backend="reference")
         assert_bitwise_equal(local, expected, str(start))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("a, b", [(0.0, 1.0), (-3.0, -1.25)])
+def test_uniform_16bit_words_that_round_up_to_b(dtype, a, b):
+    """Blocks around words whose float32 value rounds to b in 16 bits: the next value below b
+    there, as the reference writes (test_transforms.py checks the other backends)."""
+    n, seed, stream = 1 << 16, 21, 3
+    spec = fusedinit.Uniform(a, b, stream=stream)
+    words = fusedinit.reference.stream_words(torch.arange(n), seed, stream)
+    float32 = fusedinit.reference.values_from_words(words, spec.kind, spec.op_params)
+    up = (float32.to(dtype).float() >= b).nonzero().flatten()[:3].tolist()
+    assert len(up) == 3, "the case must reach the guard"
+    for i in up:
+        start = i - i % 256
+        placed = lambda t: [(t, spec, (n,), [start])]  # noqa: E731
+        local = triton_(placed(torch.empty(256, dtype=dtype)), seed)[0]
+        expected = torch.empty(256, dtype=dtype)
+        fusedinit.init_many_(placed(expected), seed=seed, backend="reference")
+        assert expected[i - start].float() < b and (local.float() < b).all()
+        assert_bitwise_equal(local, expected, f"block at {start}")

@@ -1,5 +1,6 @@
 """Sharded init on torch.distributed (gloo, CPU, 2-4 processes): DTensor shards and FSDP2
-models initialized in place equal the unsharded result bit for bit, with no collective."""
+models initialized in place hold, gathered, the pure-PyTorch reference's values of each
+unsharded tensor bit for bit (its spec stated by the test), with no collective."""
 import os
 import sys
 

@@ -271,3 +271,70 @@ def test_rejection_sampler_masks_cost_no_memory():
     expected = fusedinit.trunc_normal_(torch.empty(512, 256), 0.0, 0.02, -0.04, 0.04, seed=3,
                                        stream=fusedinit.param_stream("weight"))
     assert torch.equal(lin.weight.detach().view(torch.int32), expected.view(torch.int32))
+
+
+def reference_contract(fill, shape, name, *args, dtype=torch.float32, **kwargs):
+    """`contract` from the pure-PyTorch reference."""
+    return contract(fill, shape, name, *args, dtype=dtype, backend="reference", **kwargs)
+
+
+# Bounds not symmetric about the mean: a fold that took b as -a (or a as -b) would write
+# another distribution. Each keeps more than 30% of the mass inside [a, b], so torch >= 2.14's
+# trunc_normal_ takes its rejection branch (normal_, then tests against the bounds).
+LOPSIDED = [(0.0, 0.02, -0.03, 0.05), (0.0, 0.02, -0.05, 0.03), (0.01, 0.02, -0.02, 0.07),
+            (0.0, 0.02, -0.03125, 0.0625)]
+# float64 tensors only with float32 bounds: for others the fold bounds the contract's values by
+# a and b rounded to the nearest float32 (engine._value_range), which may lie outside [a, b]
+# (the contract rounds them inward), and leaves torch's loop to run on the normal draw.
+LOPSIDED_CASES = [(dtype, *case) for case in LOPSIDED for dtype in (torch.float32, torch.bfloat16)]
+LOPSIDED_CASES.append((torch.float64, *LOPSIDED[-1]))
+
+
+@pytest.mark.parametrize("dtype, mean, std, a, b", LOPSIDED_CASES,
+                         ids=lambda v: str(v)[6:] if isinstance(v, torch.dtype) else None)
+def test_torch_trunc_normal_with_lopsided_bounds(dtype, mean, std, a, b, op_calls):
+    phi = [math.erf((x - mean) / (std * math.sqrt(2))) / 2 for x in (a, b)]
+    inside = phi[1] - phi[0]
+    assert inside > 0.3, "the case must take torch's rejection branch"
+    lin = nn.Linear(32, 48, bias=False).to(dtype)
+    with fusedinit.fuse(lin, seed=SEED):
+        nn.init.trunc_normal_(lin.weight, mean=mean, std=std, a=a, b=b)
+    assert op_calls == [1], "folded into one TruncNormal, not run as torch's loop"
+    expected = reference_contract(fusedinit.trunc_normal_, (48, 32), "weight", mean, std, a, b,
+                                  dtype=dtype)
+    assert_bitwise_equal(lin.weight.detach(), expected)
+
+
+@pytest.mark.parametrize("mean, std, a, b", LOPSIDED)
+def test_erfinv_trunc_normal_with_lopsided_bounds(mean, std, a, b, op_calls):
+    """The inverse-CDF trunc_normal_ (torch <= 2.12, timm) folds to the same TruncNormal."""
+    lin = nn.Linear(32, 48, bias=False)
+    with fusedinit.fuse(lin, seed=SEED):
+        erfinv_trunc_normal_(lin.weight, mean=mean, std=std, a=a, b=b)
+    assert op_calls == [1]
+    expected = reference_contract(fusedinit.trunc_normal_, (48, 32), "weight", mean, std, a, b)
+    assert_bitwise_equal(lin.weight.detach(), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_direct_normal_with_a_mean(dtype, op_calls):
+    """normal_(mean != 0) on a parameter, as nn.init and as a tensor method with the mean
+    positional: the contract's Normal(mean, std) for that name. A shift or a scale after it
+    is not one Normal (only a shift of a mean-0 normal, a scale of a standard one, fold into
+    one): it runs on the contract's values."""
+    m = nn.Sequential(*[nn.Linear(32, 48, bias=False) for _ in range(4)]).to(dtype)
+    with fusedinit.fuse(m, seed=SEED):
+        nn.init.normal_(m[0].weight, mean=0.5, std=0.1)
+        m[1].weight.data.normal_(-0.25, 2.0)
+        nn.init.normal_(m[2].weight, mean=0.5, std=0.1)
+        m[2].weight.data.add_(0.25)
+        m[3].weight.data.normal_(0.5).mul_(0.1)
+    assert sum(op_calls) == 4, "each written once by fusedinit"  # the mul_ flushes the queue
+    assert_bitwise_equal(m[0].weight.detach(), reference_contract(
+        fusedinit.normal_, (48, 32), "0.weight", 0.5, 0.1, dtype=dtype))
+    assert_bitwise_equal(m[1].weight.detach(), reference_contract(
+        fusedinit.normal_, (48, 32), "1.weight", -0.25, 2.0, dtype=dtype))
+    shifted = reference_contract(fusedinit.normal_, (48, 32), "2.weight", 0.5, 0.1, dtype=dtype)
+    assert_bitwise_equal(m[2].weight.detach(), shifted.add_(0.25))
+    scaled = reference_contract(fusedinit.normal_, (48, 32), "3.weight", 0.5, 1.0, dtype=dtype)
+    assert_bitwise_equal(m[3].weight.detach(), scaled.mul_(0.1))

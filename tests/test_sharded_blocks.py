@@ -122,3 +122,37 @@ def test_column_shards_are_one_kernel_entry():
     assert len(_plan(0, (torch.empty(64, 33), spec, (64, 100), (0, 34)))) == 1
     assert len(_plan(0, (torch.empty(3, 4, 11), spec, (5, 7, 11), (1, 2, 0)))) == 1
     assert len(_plan(0, (torch.empty(5, 4, 6), spec, (5, 7, 11), (0, 2, 3)))) == 4
+
+
+# 3-D blocks partial on dims 0, 1 and 2 whose dim 1 is longer than dim 0: the kernels' pieces
+# enumerate dim 0 (one piece per local row), so the padding row is a whole piece, found by its
+# *global* row (block offset + local row). Each block starts above row 0 and holds the padding
+# row at a local row other than the global one; one also holds a row whose local index equals
+# the padding row's global index (a local/global mix-up would zero that one instead).
+OFFSET_BLOCK_CASES = [
+    # (global shape, block slices, padding_idx)
+    ((5, 7, 11), (slice(2, 5), slice(1, 6), slice(3, 8)), 3),    # local row 1
+    ((5, 7, 11), (slice(1, 5), slice(0, 6), slice(2, 9)), 3),    # local row 2; local 3 is row 4
+    ((5, 7, 11), (slice(1, 5), slice(1, 7), slice(0, 10)), -2),  # -2 is row 3
+    ((6, 9, 4), (slice(3, 6), slice(2, 8), slice(1, 3)), 4),     # local row 1
+]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "emulated-cuda", "reference"])
+@pytest.mark.parametrize("shape, block, padding_idx", OFFSET_BLOCK_CASES)
+def test_padding_row_in_a_block_below_row_0(backend, shape, block, padding_idx):
+    from fusedinit.api import _plan
+
+    spec = fusedinit.Normal(0.25, 1.5, padding_idx=padding_idx, stream=11)
+    seed = 2**64 - 5
+    offset = [s.start for s in block]
+    local_shape = tuple(s.stop - s.start for s in block)
+    # The case takes the enumerated-dim-0 path: one kernel entry per local row.
+    assert len(_plan(0, (torch.empty(local_shape), spec, shape, offset))) == local_shape[0]
+    for dtype in (torch.float32, torch.bfloat16):
+        full = fusedinit.init_many_([(torch.empty(shape, dtype=dtype), spec)], seed=seed,
+                                    backend="reference")[0]
+        assert (full[padding_idx] == 0).all() and (full != 0).sum() > full[0].numel()
+        local = torch.full(local_shape, float("nan"), dtype=dtype)
+        run(backend, [(local, spec, shape, offset)], seed)
+        assert_bitwise_equal(local, full[block], f"{dtype} block {offset} {local_shape}")

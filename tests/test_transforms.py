@@ -1,5 +1,6 @@
 """Words -> values at the extremes: every transform stays finite, inside its range, and the
 kernel equals the reference there; the quantile table's accuracy matches what docs/rng.md says."""
+import functools
 import math
 
 import numpy as np
@@ -124,3 +125,55 @@ def test_table_mirror_matches_header():
     mirror = [float(v) for row in normal_table.COEFFS
               for v in reference.f32_from_bits(torch.tensor(row, dtype=torch.int64)).tolist()]
     assert floats == mirror and not any(math.isnan(f) for f in floats)
+
+
+
+def _below(b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The largest value of `dtype` below the float32 b (b != 0), from its bits."""
+    nearest = b.to(dtype)
+    if nearest.float() < b:
+        return nearest
+    bits = nearest.view(torch.int16)
+    return (bits - 1 if b > 0 else bits + 1).view(dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _stream_words(n: int, seed: int, stream: int) -> torch.Tensor:
+    return reference.stream_words(torch.arange(n), seed, stream)
+
+
+UNIFORM_NEAR_B = [(0.0, 1.0), (-0.2, 0.3), (-3.0, -1.25), (2.5, 6.0)]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("a, b", UNIFORM_NEAR_B)
+def test_uniform_16bit_words_that_round_up_to_b(dtype, a, b):
+    """Words whose float32 value rounds to b or above in 16 bits (found among 2^16 indices;
+    0.3 is no 16-bit value, the others are): every backend writes the largest value below b
+    there - the reference (its rounding, and its backend on blocks around the first few), each
+    CPU kernel variant and the emulated CUDA kernel - and equals the reference elsewhere."""
+    from fusedinit.testing import emulate_cuda_
+
+    n, seed, stream = 1 << 16, 21, 3
+    spec = fusedinit.Uniform(a, b, stream=stream)
+    b32 = torch.tensor(b, dtype=torch.float32)
+    float32 = reference.values_from_words(_stream_words(n, seed, stream), UNIFORM, spec.op_params)
+    up = float32.to(dtype).float() >= b32
+    assert float32.max() < b32 and int(up.sum()) >= 4, "the case must reach the guard"
+    expected = reference.round_to(float32, dtype, UNIFORM, spec.op_params)
+    assert (expected[up] == _below(b32, dtype)).all() and (expected.float() < b32).all()
+    assert_bitwise_equal(expected[~up], float32[~up].to(dtype), "reference off the guard")
+    for i in up.nonzero().flatten()[:4].tolist():
+        start = i - i % 256
+        block = fusedinit.uniform_(torch.empty(256, dtype=dtype), a, b, seed=seed, stream=stream,
+                                   backend="reference", global_shape=(n,), global_offset=(start,))
+        assert_bitwise_equal(block, expected[start:start + 256], f"reference backend at {i}")
+    for isa in isas():
+        fusedinit.testing.set_cpu_isa(isa)
+        try:
+            got = fusedinit.uniform_(torch.empty(n, dtype=dtype), a, b, seed=seed, stream=stream)
+        finally:
+            fusedinit.testing.set_cpu_isa("auto")
+        assert_bitwise_equal(got, expected, f"cpu {isa}")
+    emulated = emulate_cuda_([(torch.empty(n, dtype=dtype), spec)], seed=seed)[0]
+    assert_bitwise_equal(emulated, expected, "emulated cuda")
