@@ -5,6 +5,7 @@ import torch
 
 import fusedinit
 import fusedinit.testing
+import simde_variant
 
 BITS_VIEW = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
@@ -76,10 +77,13 @@ def cpu_flags() -> set:
 
 
 def isas():
-    """Kernel variants this CPU can run: generic, and each variant whose flags the CPU has.
+    """Kernel variants this CPU can run: generic, each variant whose flags the CPU has, and
+    "avx512-simde", the AVX-512 kernels on SIMDe's portable intrinsics (tests/simde_variant.py;
+    left out only where SIMDe's headers or a fused multiply-add are missing, and never in CI).
     Selecting one of them must succeed (an error here is a failure, not a skipped variant)."""
     flags = cpu_flags()
     names = ["generic"] + [name for name, needs in ISA_FLAGS.items() if needs <= flags]
+    names += simde_variant.variants()
     try:
         for name in names:
             selected = fusedinit.testing.set_cpu_isa(name)
