@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import fusedinit
 import fusedinit.testing
 from conftest import DTYPES, assert_bitwise_equal, isas
-from strategies import U64, reference_of as _reference_of, view_and_spec
+from strategies import EXTREME_SPECS, U64, raw_reference_of, reference_of as _reference_of, view_and_spec
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -78,6 +78,20 @@ def test_every_variant_writes_only_its_elements(dtype, cpu_isa):
             assert_bitwise_equal(view, _reference_of(view, spec, 6), where)
             assert_bitwise_equal(storage[:start], before[:start], f"{where}: before them")
             assert_bitwise_equal(storage[start + n:], before[start + n:], f"{where}: after them")
+
+
+def test_extreme_parameters_every_variant(cpu_isa):
+    """Uniform endpoints, huge and tiny std (float16 overflow and subnormals), zero std, both
+    far tails of the truncated normal: the raw op (the API refuses overflowing specs)."""
+    expected = {(str(spec), dtype): raw_reference_of(torch.empty(4099, dtype=dtype), spec, 11)
+                for spec in EXTREME_SPECS for dtype in DTYPES}
+    for isa in isas():
+        cpu_isa(isa)
+        for spec in EXTREME_SPECS:
+            for dtype in DTYPES:
+                out = torch.empty(4099, dtype=dtype)
+                fusedinit._ops.init_([out], [spec.kind], list(spec.op_params), [spec.stream], [-1], 11)
+                assert_bitwise_equal(out, expected[str(spec), dtype], f"variant {isa}, {spec} {dtype}")
 
 
 def _layouts(shape, dtype):
