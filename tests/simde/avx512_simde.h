@@ -30,6 +30,16 @@
 #error "SIMDe's _mm512_fmadd_ps is not a fused multiply-add with these flags (x86: use -mavx2 -mfma)"
 #endif
 
+#if !defined(SIMDE_ARCH_X86)
+// Names that Intel's headers define and SIMDe aliases only on x86 (where it includes them) or
+// not at all: the mask type and the shuffle and rounding constants the kernels spell.
+typedef simde__mmask8 __mmask8;
+#define _MM_PERM_CDAB 0xB1  // dwords 2, 3, 0, 1 of each 128-bit lane (Intel's _MM_PERM_ENUM)
+#if !defined(_MM_FROUND_NO_EXC)
+#define _MM_FROUND_NO_EXC SIMDE_MM_FROUND_NO_EXC
+#endif
+#endif
+
 namespace fusedinit {
 namespace simde_shim {
 
