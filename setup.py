@@ -159,7 +159,11 @@ setup(
     install_requires=["torch>=2.4", "numpy", "tqdm", "matplotlib"],
     # The transformers versions the integration supports (4.57.x and 5.x); in "test" too, so
     # the README's test command runs the integration's tests instead of skipping them.
-    extras_require={"test": ["pytest", "hypothesis", "scipy", "expecttest", TRANSFORMERS],
+    # cmeel-simde: SIMDe's headers (a pure wheel, so it installs under --no-build-isolation;
+    # simde-py is an sdist that needs setuptools_scm to build), for the tests' SIMDe build of
+    # the AVX-512 kernels (tests/simde_variant.py).
+    extras_require={"test": ["pytest", "hypothesis", "scipy", "expecttest", TRANSFORMERS,
+                             "cmeel-simde"],
                     "hf": [TRANSFORMERS]},
     entry_points={"console_scripts": ["fusedinit-bench=fusedinit.cli.bench:main"]},
 )

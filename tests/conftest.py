@@ -7,6 +7,7 @@ import torch
 
 import fusedinit
 import fusedinit.testing
+import simde_variant
 
 # Dev tools (tools/ptx_exactness.py) stay out of the shipped package; tests import them from there.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tools"))
@@ -81,10 +82,13 @@ def cpu_flags() -> set:
 
 
 def isas():
-    """Kernel variants this CPU can run: generic, and each variant whose flags the CPU has.
+    """Kernel variants this CPU can run: generic, each variant whose flags the CPU has, and
+    "avx512-simde", the AVX-512 kernels on SIMDe's portable intrinsics (tests/simde_variant.py;
+    left out only where SIMDe's headers or a fused multiply-add are missing, and never in CI).
     Selecting one of them must succeed (an error here is a failure, not a skipped variant)."""
     flags = cpu_flags()
     names = ["generic"] + [name for name, needs in ISA_FLAGS.items() if needs <= flags]
+    names += simde_variant.variants()
     try:
         for name in names:
             selected = fusedinit.testing.set_cpu_isa(name)

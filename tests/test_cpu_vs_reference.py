@@ -6,17 +6,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fusedinit
+import fusedinit.testing
 from conftest import DTYPES, assert_bitwise_equal, isas
-from strategies import U64, reference_of as _reference_of, view_and_spec
+from strategies import EXTREME_SPECS, U64, raw_reference_of, reference_of as _reference_of, view_and_spec
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=view_and_spec(), seed=U64)
 def test_cpu_equals_reference(case, seed):
+    """Under every kernel variant this CPU runs (the reference computed once)."""
     tensor, spec = case
     expected = _reference_of(tensor, spec, seed)
-    fusedinit.init_many_([(tensor, spec)], seed=seed, backend="cpu")
-    assert_bitwise_equal(tensor, expected, f"{spec} {tensor.dtype} {tuple(tensor.shape)}")
+    try:
+        for isa in isas():
+            fusedinit.testing.set_cpu_isa(isa)
+            tensor.fill_(float("nan"))  # every element must be written again
+            fusedinit.init_many_([(tensor, spec)], seed=seed, backend="cpu")
+            assert_bitwise_equal(tensor, expected, f"{isa}: {spec} {tensor.dtype} {tuple(tensor.shape)}")
+    finally:
+        fusedinit.testing.set_cpu_isa("auto")
 
 
 @settings(max_examples=60, deadline=None)
@@ -51,6 +59,39 @@ def test_every_kernel_variant_and_chunk_boundary(dtype, spec, cpu_isa):
         window = torch.empty(shape[0] * shape[1] + 5, dtype=dtype)[5:].view(shape)
         fusedinit.init_many_([(window, spec)], seed=seed)
         assert_bitwise_equal(window, expected, f"variant {isa}, storage offset 5")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_variant_writes_only_its_elements(dtype, cpu_isa):
+    """A contiguous tensor that ends inside a larger storage: the vector kernels' masked tail
+    stores must leave the bytes around it alone (a whole-vector store would overwrite up to 15
+    elements past the end, which belong to another tensor or to nobody)."""
+    spec = fusedinit.Normal(0.5, 2.0)
+    for isa in isas():
+        cpu_isa(isa)
+        for start, n in [(0, 1), (3, 5), (1, 15), (16, 17), (7, 33), (5, 1024 + 9)]:
+            storage = torch.full((start + n + 40,), float("nan"), dtype=dtype)
+            before = storage.clone()
+            view = storage[start:start + n]
+            fusedinit.init_many_([(view, spec)], seed=6)
+            where = f"variant {isa}, elements {start}..{start + n - 1}"
+            assert_bitwise_equal(view, _reference_of(view, spec, 6), where)
+            assert_bitwise_equal(storage[:start], before[:start], f"{where}: before them")
+            assert_bitwise_equal(storage[start + n:], before[start + n:], f"{where}: after them")
+
+
+def test_extreme_parameters_every_variant(cpu_isa):
+    """Uniform endpoints, huge and tiny std (float16 overflow and subnormals), zero std, both
+    far tails of the truncated normal: the raw op (the API refuses overflowing specs)."""
+    expected = {(str(spec), dtype): raw_reference_of(torch.empty(4099, dtype=dtype), spec, 11)
+                for spec in EXTREME_SPECS for dtype in DTYPES}
+    for isa in isas():
+        cpu_isa(isa)
+        for spec in EXTREME_SPECS:
+            for dtype in DTYPES:
+                out = torch.empty(4099, dtype=dtype)
+                fusedinit._ops.init_([out], [spec.kind], list(spec.op_params), [spec.stream], [-1], 11)
+                assert_bitwise_equal(out, expected[str(spec), dtype], f"variant {isa}, {spec} {dtype}")
 
 
 def _layouts(shape, dtype):

@@ -2,6 +2,7 @@
 // other architectures, where only the portable variant exists).
 #include <atomic>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -49,6 +50,21 @@ std::atomic<const BlockKernels*>& active() {
   return k;
 }
 
+// Variants registered from outside this library (tests only, see fusedinit_add_cpu_variant
+// below); the package itself registers none. Each slot is set once and never freed, so a
+// pointer read from it stays valid for as long as the process runs.
+constexpr int kMaxAdded = 4;
+std::atomic<const BlockKernels*> added[kMaxAdded];
+std::mutex adding;
+
+const BlockKernels* added_variant(const std::string& n) {
+  for (const auto& slot : added) {
+    const BlockKernels* k = slot.load(std::memory_order_acquire);
+    if (k != nullptr && n == k->name) return k;
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 const BlockKernels& active_kernels() { return *active().load(std::memory_order_acquire); }
@@ -63,6 +79,8 @@ const char* set_isa(const char* name) {
   } else if (n == "avx2" || n == "avx512") {
     if (!cpu_has(name)) throw std::invalid_argument("this CPU cannot run the " + n + " kernels");
     chosen = variant(n);
+  } else if (const BlockKernels* k = added_variant(n)) {
+    chosen = k;
   } else {
     throw std::invalid_argument("unknown CPU ISA '" + n + "' (auto, generic, avx2, avx512)");
   }
@@ -72,3 +90,26 @@ const char* set_isa(const char* name) {
 
 }  // namespace cpu
 }  // namespace fusedinit
+
+// Tests only: adds a variant built outside this library - the AVX-512 kernels compiled with
+// SIMDe's portable intrinsics (tests/simde/), which runs on CPUs without AVX-512 - so set_isa
+// selects it by its name like the built-in ones. A C symbol, found with ctypes: no op takes an
+// address. The caller keeps the kernels' code loaded for the life of the process. Returns 0,
+// or -1 for a null or built-in name, -2 when every slot is taken. Adding a name again keeps
+// the first registration (its code stays loaded, so it is still valid).
+extern "C" __attribute__((visibility("default"))) int fusedinit_add_cpu_variant(
+    const fusedinit::cpu::BlockKernels* kernels) {
+  using namespace fusedinit::cpu;
+  if (kernels == nullptr || kernels->name == nullptr) return -1;
+  const std::string n(kernels->name);
+  if (n == "auto" || n == "generic" || n == "avx2" || n == "avx512") return -1;
+  std::lock_guard<std::mutex> lock(adding);
+  if (added_variant(n) != nullptr) return 0;
+  for (auto& slot : added) {
+    if (slot.load(std::memory_order_relaxed) == nullptr) {
+      slot.store(new BlockKernels(*kernels), std::memory_order_release);
+      return 0;
+    }
+  }
+  return -2;
+}

@@ -1,15 +1,23 @@
 // AVX-512 block kernels: Philox on 8 counters per vector (one uint32 per 64-bit lane), the
 // quantile table held in registers (permutes, not gathers), conversion and store in one pass.
 // Same operations in the same order as rng_math.h, so the bits equal the portable kernels.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// FUSEDINIT_AVX512_SIMDE (tests only, never the package build): tests/simde/avx512_simde.cpp
+// includes this file after SIMDe's portable _mm512_* intrinsics, so the same code runs and is
+// checked against the reference on CPUs without AVX-512: no <immintrin.h>, no target pragma.
+#if defined(FUSEDINIT_AVX512_SIMDE) || \
+    (defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)))
+#if !defined(FUSEDINIT_AVX512_SIMDE)
 // Library headers come before the target pragma: an inline function of theirs compiled for a
 // wider ISA here could otherwise be the copy the linker keeps for every caller.
 #include <immintrin.h>
+#endif
 
 #include <cstdint>
 #include <cstring>
+#if !defined(FUSEDINIT_AVX512_SIMDE)
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512cd,avx512bw,avx512dq,avx512vl,f16c,fma,bmi,bmi2,lzcnt,popcnt")
+#endif
 
 #include "block_kernels.h"
 
@@ -299,7 +307,9 @@ BlockKernels avx512_kernels() { return avx512::kernels(); }
 
 }  // namespace cpu
 }  // namespace fusedinit
+#if !defined(FUSEDINIT_AVX512_SIMDE)
 #pragma GCC pop_options
+#endif
 #else
 #include "block_kernels.h"
 namespace fusedinit {

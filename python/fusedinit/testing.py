@@ -31,14 +31,15 @@ def transform_words(words: torch.Tensor, kind: int, params: List[float]) -> torc
 
 
 def cpu_isa() -> str:
-    """Name of the CPU kernel variant in use ("generic", "avx2" or "avx512")."""
+    """Name of the CPU kernel variant in use ("generic", "avx2", "avx512" or a test's)."""
     _require_extension()
     return torch.ops.fusedinit_testing.cpu_isa()
 
 
 def set_cpu_isa(name: str) -> str:
-    """Switch the CPU kernel variant ("auto", "generic", "avx2", "avx512"); returns the one
-    now active. Raises if this CPU cannot run it."""
+    """Switch the CPU kernel variant ("auto", "generic", "avx2", "avx512", or one the tests
+    added, such as "avx512-simde"); returns the one now active. Raises if this CPU cannot run
+    it."""
     _require_extension()
     return torch.ops.fusedinit_testing.set_cpu_isa(name)
 
