@@ -173,8 +173,14 @@ def _bulk_columns(items: Sequence) -> Optional[Dict[torch.device, Columns]]:
                 padding_rows[k] = _padding_row(specs[k].padding_idx, tensors[k], None, "")
             except IndexError:
                 return None
-    if not any(map(torch.Tensor.numel, tensors)):  # (stops at the first non-empty tensor)
-        return {}
+    numels = list(map(torch.Tensor.numel, tensors))
+    if 0 in numels:  # the op is given the tensors with elements to write, as plan's other path
+        keep = [k for k, count in enumerate(numels) if count]
+        if not keep:
+            return {}
+        tensors, specs = [tensors[k] for k in keep], [specs[k] for k in keep]
+        padding_rows = [padding_rows[k] for k in keep]
+        n = len(keep)
     if len(by_id) == 1:
         spec = specs[0]
         kinds, params, streams = [spec.kind] * n, list(spec.op_params) * n, [spec.stream] * n
