@@ -152,7 +152,7 @@ def _bulk_columns(items: Sequence) -> Optional[Dict[torch.device, Columns]]:
     columns, spec work once per distinct spec object (and once per tensor of a spec with a
     padding row), the tensor checks in one C++ pass (op.scan_plain). None when any item is
     not of that kind or any check fails. A model of 10^5 tensors pays this on every rank, so
-    no Python code runs per tensor."""
+    no Python code runs per tensor (but per padded or empty one)."""
     if (not items or op.scan_plain is None or set(map(type, items)) != {tuple}
             or set(map(len, items)) != {2}):
         return None
