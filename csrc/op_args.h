@@ -67,6 +67,18 @@ inline bool has_internal_overlap_exact(const at::Tensor& t) {
   return std::adjacent_find(offsets.begin(), offsets.end()) != offsets.end();
 }
 
+// The checks below that the bulk scan of init_many_'s common call (plain_scan.cpp) makes too,
+// each written once.
+
+// Dense (strided) layout: the only one the kernels address.
+inline bool is_strided(const at::Tensor& t) { return t.layout() == at::kStrided; }
+
+// What an in-place torch op refuses too (torch checks it when bumping the version): an
+// inference tensor written outside InferenceMode (`inference_mode`: whether it is enabled).
+inline bool writable_in_place(const at::Tensor& t, bool inference_mode) {
+  return !t.is_inference() || inference_mode;
+}
+
 // Refuses a tensor whose elements share memory: the writes would race. (Across the list the
 // Python layer compares its items; the pieces it makes of one shard are disjoint views.)
 inline void check_no_internal_overlap(at::TensorList tensors, const char* op) {
@@ -98,11 +110,11 @@ inline void check_init_args(at::TensorList tensors, at::IntArrayRef kinds,
                   stride, "): need offset >= 0, run >= 0 and run_stride >= run");
     }
   }
+  const bool inference_mode = c10::InferenceMode::is_enabled();
   for (int64_t i = 0; i < n; ++i) {
-    TORCH_CHECK_TYPE(tensors[i].layout() == at::kStrided, "fusedinit.init_: tensors[", i,
-                     "] has layout ", tensors[i].layout(), "; only strided (dense) tensors");
-    // What an in-place torch op refuses too (torch checks it when bumping the version).
-    TORCH_CHECK(!tensors[i].is_inference() || c10::InferenceMode::is_enabled(),
+    TORCH_CHECK_TYPE(is_strided(tensors[i]), "fusedinit.init_: tensors[", i, "] has layout ",
+                     tensors[i].layout(), "; only strided (dense) tensors");
+    TORCH_CHECK(writable_in_place(tensors[i], inference_mode),
                 "fusedinit.init_: tensors[", i, "] is an inference tensor: in-place update to "
                 "an inference tensor outside InferenceMode is not allowed (clone it first)");
     TORCH_CHECK(kinds[i] >= kNormal && kinds[i] <= kConstant, "fusedinit.init_: kinds[", i,

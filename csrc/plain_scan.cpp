@@ -1,4 +1,4 @@
-// Bulk checks for init_many_'s common call (python/fusedinit/ops/api.py, _fast_columns): one C++
+// Bulk checks for init_many_'s common call (python/fusedinit/ops/api.py, _bulk_columns): one C++
 // pass over the tensors instead of a dozen Python passes of attribute lookups, since a model
 // of 10^5 tensors pays them on every rank. It only answers "all fine" (with the device type)
 // or None; on None the Python layer checks item by item and raises the error naming the item.
@@ -15,6 +15,8 @@
 #include <optional>
 #include <utility>
 #include <vector>
+
+#include "op_args.h"
 
 namespace fusedinit {
 namespace {
@@ -40,8 +42,8 @@ std::optional<c10::DeviceType> scan(PyObject* tensors, PyObject* dtypes) {
     if (!THPVariable_Check(obj)) return std::nullopt;
     const at::Tensor& t = THPVariable_Unpack(obj);
     // Layout and nesting first: is_contiguous assumes a dense tensor.
-    if (t.layout() != at::kStrided || t.is_nested() || !t.is_contiguous() ||
-        (t.is_inference() && !inference_mode) ||
+    if (!is_strided(t) || t.is_nested() || !t.is_contiguous() ||
+        !writable_in_place(t, inference_mode) ||
         std::find(allowed.begin(), allowed.end(), t.scalar_type()) == allowed.end()) {
       return std::nullopt;
     }

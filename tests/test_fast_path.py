@@ -29,13 +29,13 @@ def reference_values(items, seed):
 @pytest.fixture
 def bulk_only(monkeypatch):
     """A context in which init_many_ fails if it falls back to the item-by-item checks."""
-    def refuse(items):
+    def refuse(*args):
         raise AssertionError("the bulk path was not taken")
 
     @contextlib.contextmanager
     def guard():
         with monkeypatch.context() as patch:
-            patch.setattr(api, "plan_items", refuse)
+            patch.setattr(api, "_check_item", refuse)
             yield
     return guard
 
@@ -132,3 +132,20 @@ def test_backend_reference_and_meta_tensors_leave_the_bulk_path():
     assert fusedinit.init_many_([(meta, SPECS[0]), (torch.empty(2), SPECS[0])], seed=1)[0] is meta
     with pytest.raises(ValueError, match="backend='cuda' cannot fill"):
         fusedinit.init_many_([(torch.empty(2), SPECS[0])], seed=1, backend="cuda")
+
+
+def test_padding_rows_take_the_bulk_path_and_a_bad_one_is_named(bulk_only):
+    """An embedding with padding_idx among plain pairs (every transformer) stays on the bulk
+    path; an out-of-range padding_idx leaves it and is reported naming the item."""
+    items = mixed_items(12)
+    items.insert(3, (torch.empty(9, 4), fusedinit.Normal(0.0, 1.0, padding_idx=-2)))
+    with bulk_only():
+        fusedinit.init_many_(items, seed=6)
+    for (t, _), want in zip(items, reference_values(items, 6)):
+        assert_bitwise_equal(t, want)
+    assert (items[3][0][7] == 0).all()
+    zeros = [(torch.zeros(3), SPECS[0]), (torch.zeros(3, 2), fusedinit.Normal(padding_idx=3))]
+    with pytest.raises(IndexError, match=r"padding_idx 3 out of range for dim 0 of size 3 "
+                                         r"\(items\[1\]\)"):
+        fusedinit.init_many_(zeros, seed=1)
+    assert all((t == 0).all() for t, _ in zeros)

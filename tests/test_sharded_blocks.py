@@ -116,12 +116,16 @@ def test_no_full_tensor_is_materialized():
 def test_column_shards_are_one_kernel_entry():
     """A block sharded on any one dim (and on dims 0 and 1 of a 3-D tensor) is one tensor for
     the kernels - runs of global indices a fixed stride apart - not one entry per row."""
-    from fusedinit.ops.api import _plan
+    from fusedinit.ops.api import plan
 
     spec = fusedinit.Normal(stream=1)
-    assert len(_plan(0, (torch.empty(64, 33), spec, (64, 100), (0, 34)))) == 1
-    assert len(_plan(0, (torch.empty(3, 4, 11), spec, (5, 7, 11), (1, 2, 0)))) == 1
-    assert len(_plan(0, (torch.empty(5, 4, 6), spec, (5, 7, 11), (0, 2, 3)))) == 4
+
+    def op_tensors(item) -> int:
+        return sum(len(columns.tensors) for columns in plan([item]).values())
+
+    assert op_tensors((torch.empty(64, 33), spec, (64, 100), (0, 34))) == 1
+    assert op_tensors((torch.empty(3, 4, 11), spec, (5, 7, 11), (1, 2, 0))) == 1
+    assert op_tensors((torch.empty(5, 4, 6), spec, (5, 7, 11), (0, 2, 3))) == 4
 
 
 # 3-D blocks partial on dims 0, 1 and 2 whose dim 1 is longer than dim 0: the kernels' pieces
@@ -141,14 +145,15 @@ OFFSET_BLOCK_CASES = [
 @pytest.mark.parametrize("backend", ["cpu", "emulated-cuda", "reference"])
 @pytest.mark.parametrize("shape, block, padding_idx", OFFSET_BLOCK_CASES)
 def test_padding_row_in_a_block_below_row_0(backend, shape, block, padding_idx):
-    from fusedinit.api import _plan
+    from fusedinit.ops.api import plan
 
     spec = fusedinit.Normal(0.25, 1.5, padding_idx=padding_idx, stream=11)
     seed = 2**64 - 5
     offset = [s.start for s in block]
     local_shape = tuple(s.stop - s.start for s in block)
     # The case takes the enumerated-dim-0 path: one kernel entry per local row.
-    assert len(_plan(0, (torch.empty(local_shape), spec, shape, offset))) == local_shape[0]
+    item = (torch.empty(local_shape), spec, shape, offset)
+    assert sum(len(c.tensors) for c in plan([item]).values()) == local_shape[0]
     for dtype in (torch.float32, torch.bfloat16):
         full = fusedinit.init_many_([(torch.empty(shape, dtype=dtype), spec)], seed=seed,
                                     backend="reference")[0]

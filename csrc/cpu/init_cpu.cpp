@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../op_args.h"
+#include "../tensor_decode.h"
 #include "block_kernels.h"
 
 namespace fusedinit {
@@ -22,27 +23,18 @@ namespace {
 constexpr int64_t kWorkItemElements = 1 << 16;  // per work item (a multiple of 4)
 constexpr int64_t kStrided = 1024;    // buffer for strided destinations
 
-DType dtype_of(const at::Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return DType::kFloat32;
-    case at::kDouble: return DType::kFloat64;
-    case at::kBFloat16: return DType::kBFloat16;
-    case at::kHalf: return DType::kFloat16;
-    default:
-      TORCH_CHECK_TYPE(false, "fusedinit: unsupported dtype ", t.scalar_type(),
-                       " (float32, float64, bfloat16, float16)");
-  }
-}
+// The CPU kernels number their formats as the decoded store (tensor_decode.h) does.
+static_assert(static_cast<int>(DType::kFloat32) == static_cast<int>(gpu::Store::kFloat32) &&
+                  static_cast<int>(DType::kFloat64) == static_cast<int>(gpu::Store::kFloat64) &&
+                  static_cast<int>(DType::kBFloat16) == static_cast<int>(gpu::Store::kBFloat16) &&
+                  static_cast<int>(DType::kFloat16) == static_cast<int>(gpu::Store::kFloat16),
+              "cpu::DType and gpu::Store must agree");
 
-struct Target {
+// A decoded tensor (tensor_decode.h) and what the CPU kernels read of it.
+struct Target : TensorTarget {
   Job job;
   DType dtype;
-  char* data;
-  int64_t numel;
-  bool contiguous;
   c10::SmallVector<int64_t, 6> sizes, strides;  // strided destinations only (no heap use)
-  int64_t pad_begin, pad_end;           // logical index range of the padding row (maybe empty)
-  int64_t offset, run, run_stride;      // placement in a larger logical tensor (index_map)
 };
 
 // End of the run of consecutive logical indices that element i starts in, capped at `end`.
@@ -134,31 +126,16 @@ void init_cpu(at::TensorList tensors, at::IntArrayRef kinds, at::ArrayRef<double
     TORCH_CHECK(t.device().is_cpu(), "fusedinit: tensors[", i, "] is on ", t.device(),
                 ", expected cpu");
     Target tg;
-    tg.job.kind = kinds[i];
-    for (int p = 0; p < kParamsPerTensor; ++p) {
-      tg.job.p[p] = static_cast<float>(params[i * kParamsPerTensor + p]);
-    }
-    tg.job.stream = static_cast<uint64_t>(streams[i]);
-    tg.dtype = dtype_of(t);
-    tg.numel = t.numel();
+    static_cast<TensorTarget&>(tg) =
+        decode_tensor(tensors, i, kinds, params, streams, padding_rows, index_map);
     if (tg.numel == 0) continue;
-    tg.data = static_cast<char*>(t.data_ptr());
-    tg.contiguous = t.is_contiguous();
+    tg.job.kind = tg.kind;
+    std::copy(tg.p, tg.p + kParamsPerTensor, tg.job.p);
+    tg.job.stream = tg.stream;
+    tg.dtype = static_cast<DType>(tg.store);
     if (!tg.contiguous) {
       tg.sizes.assign(t.sizes().begin(), t.sizes().end());
       tg.strides.assign(t.strides().begin(), t.strides().end());
-    }
-    tg.pad_begin = tg.pad_end = 0;
-    tg.offset = tg.run = tg.run_stride = 0;
-    if (index_map.has_value()) {
-      tg.offset = (*index_map)[3 * i];
-      tg.run = (*index_map)[3 * i + 1];
-      tg.run_stride = (*index_map)[3 * i + 2];
-    }
-    if (padding_rows[i] >= 0) {
-      const int64_t row = tg.numel / t.size(0);
-      tg.pad_begin = padding_rows[i] * row;
-      tg.pad_end = tg.pad_begin + row;
     }
     targets.push_back(std::move(tg));
   }

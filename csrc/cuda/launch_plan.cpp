@@ -6,22 +6,11 @@
 #include <cstdint>
 
 #include "../op_args.h"
+#include "../tensor_decode.h"
 
 namespace fusedinit {
 namespace gpu {
 namespace {
-
-Store store_of(const at::Tensor& t, int64_t i) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return Store::kFloat32;
-    case at::kDouble: return Store::kFloat64;
-    case at::kBFloat16: return Store::kBFloat16;
-    case at::kHalf: return Store::kFloat16;
-    default:
-      TORCH_CHECK_TYPE(false, "fusedinit.init_: tensors[", i, "] has unsupported dtype ",
-                       t.scalar_type(), " (float32, float64, bfloat16, float16)");
-  }
-}
 
 // Row-major logical order -> memory: drop size-1 dims and merge dims that are contiguous
 // with each other, so most strided views need only one or two.
@@ -56,29 +45,24 @@ LaunchPlan make_launch_plan(at::TensorList tensors, at::IntArrayRef kinds,
   for (size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
     const int64_t ii = static_cast<int64_t>(i);
+    const TensorTarget tg =
+        decode_tensor(tensors, ii, kinds, params, streams, padding_rows, index_map);
+    if (tg.numel == 0) continue;
     TensorDesc d{};
-    d.store = store_of(t, ii);
-    if (t.numel() == 0) continue;
-    d.data = static_cast<char*>(t.data_ptr());
-    d.numel = t.numel();
+    d.data = tg.data;
+    d.numel = tg.numel;
     d.first_chunk = plan.total_chunks;
-    d.kind = static_cast<int32_t>(kinds[i]);
-    d.stream = static_cast<uint64_t>(streams[i]);
-    for (int k = 0; k < kParamsPerTensor; ++k) {
-      d.p[k] = static_cast<float>(params[i * kParamsPerTensor + k]);
-    }
-    if (padding_rows[i] >= 0) {
-      const int64_t row = t.numel() / t.size(0);
-      d.pad_begin = padding_rows[i] * row;
-      d.pad_end = d.pad_begin + row;
-    }
-    if (index_map.has_value()) {
-      d.offset = (*index_map)[3 * i];
-      d.run = (*index_map)[3 * i + 1];
-      d.run_stride = (*index_map)[3 * i + 2];
-    }
+    d.pad_begin = tg.pad_begin;
+    d.pad_end = tg.pad_end;
+    d.stream = tg.stream;
+    d.offset = tg.offset;
+    d.run = tg.run;
+    d.run_stride = tg.run_stride;
+    std::copy(tg.p, tg.p + kParamsPerTensor, d.p);
+    d.kind = static_cast<int32_t>(tg.kind);
+    d.store = tg.store;
     // Vector units must start on Philox groups and never cross a run: 8 covers every unit.
-    d.vector = t.is_contiguous() && reinterpret_cast<uintptr_t>(d.data) % 16 == 0 &&
+    d.vector = tg.contiguous && reinterpret_cast<uintptr_t>(d.data) % 16 == 0 &&
                d.offset % 8 == 0 && d.run % 8 == 0 && d.run_stride % 8 == 0;
     describe_strides(t, ii, d);
     plan.total_chunks += (d.numel + kChunk - 1) / kChunk;

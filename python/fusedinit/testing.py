@@ -8,7 +8,7 @@ from typing import Iterable, List, Optional, Tuple
 import torch
 
 from .ops import op
-from .ops.api import plan_items
+from .ops.api import plan
 from .ops.seed import resolve_seed
 
 
@@ -52,15 +52,14 @@ def emulate_cuda_(items: Iterable[Tuple[torch.Tensor, object]], *, seed: Optiona
     carry (global_shape, global_offset) as in init_many_."""
     _require_extension()
     items = list(items)
-    entries = plan_items(items)
-    for entry in entries:
-        if entry.tensor.device.type != "cpu":
-            raise ValueError(f"emulate_cuda_ fills CPU tensors, got one on {entry.tensor.device}")
+    groups = plan(items)
+    for device in groups:
+        if device.type != "cpu":
+            raise ValueError(f"emulate_cuda_ fills CPU tensors, got one on {device}")
     seed = resolve_seed(seed, generator)
     with torch.no_grad():
-        torch.ops.fusedinit_testing.emulate_cuda_init_(
-            [e.tensor for e in entries], [e.kind for e in entries],
-            [x for e in entries for x in e.params], [op._as_int64(e.stream) for e in entries],
-            [e.padding_row for e in entries], op._as_int64(seed), grid, block,
-            op.index_map([e.placement for e in entries]))
+        for c in groups.values():
+            torch.ops.fusedinit_testing.emulate_cuda_init_(
+                c.tensors, c.kinds, c.params, [op._as_int64(s) for s in c.streams],
+                c.padding_rows, op._as_int64(seed), grid, block, op.index_map(c.placements))
     return [item[0] for item in items]

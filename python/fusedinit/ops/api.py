@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from itertools import chain
-from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
 from . import cuda_arch, op, reference, sharding
+from .kinds import PARAMS_PER_TENSOR as _P
 from .op import WHOLE, Placement
 from .overlap import byte_range, has_internal_overlap, shared_memory_pairs
 from .seed import resolve_seed
@@ -69,6 +70,17 @@ class Entry(NamedTuple):
     placement: Placement
 
 
+class Columns(NamedTuple):
+    """The op's arguments for the tensors of one device, column by column (op.init_)."""
+
+    tensors: List[torch.Tensor]
+    kinds: List[int]
+    params: List[float]  # PARAMS_PER_TENSOR a tensor, one flat list
+    streams: List[int]
+    padding_rows: List[int]  # row of dim 0 written as zeros, -1: none
+    placements: Optional[List[Placement]]  # None: every tensor is WHOLE
+
+
 def init_many_(items: Iterable[Tuple[torch.Tensor, object]], *, seed: Optional[int] = None,
                generator: Optional[torch.Generator] = None,
                backend: Optional[str] = None) -> List[torch.Tensor]:
@@ -81,100 +93,36 @@ def init_many_(items: Iterable[Tuple[torch.Tensor, object]], *, seed: Optional[i
     items = list(items)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
-    fast = _fast_columns(items, backend)
-    if fast is not None:
-        seed = resolve_seed(seed, generator)
-        with torch.no_grad():
-            op.init_(*fast, seed)
-        return list(fast[0])
-    groups = defaultdict(list)
-    cpu = groups[_CPU]
-    for entry in plan_items(items):
-        tensor = entry.tensor
-        if tensor.is_cpu:  # (asked first: a torch.device per tensor costs more than the check)
-            if tensor.numel():
-                cpu.append(entry)
-        elif not tensor.is_meta and tensor.numel():  # meta tensors are returned unchanged
-            groups[tensor.device].append(entry)
-    if not cpu:
-        del groups[_CPU]
+    groups = plan(items)
+    groups.pop(_META, None)  # meta tensors are returned unchanged
     impls = {device: _choose(device, backend) for device in groups}
     seed = resolve_seed(seed, generator)
     with torch.no_grad():
-        for device, group in groups.items():
-            _run(impls[device], group, seed)
+        for device, columns in groups.items():
+            _run(impls[device], columns, seed)
     return [item[0] for item in items]
 
 
-_CPU = torch.device("cpu")
-_PLAIN = (torch.Tensor, torch.nn.Parameter)
-_FAST_SPECS = (Normal, Uniform, TruncNormal, Constant)
+_META = torch.device("meta")
+_PLAIN = frozenset((torch.Tensor, torch.nn.Parameter))  # tensor types that are never DTensors
 
 
-_PLAIN_TYPES = frozenset(_PLAIN)
-_FAST_SPEC_TYPES = frozenset(_FAST_SPECS)
-
-
-def _fast_columns(items: List, backend: Optional[str]) -> Optional[tuple]:
-    """The op's columns (tensors, kinds, params, streams, padding_rows) for the common call -
-    every item a (plain dense contiguous tensor, spec without padding) pair, all on one device
-    with a compiled kernel, no two sharing memory - checked in bulk: type sets over the
-    columns, spec work once per distinct spec object, the tensor checks in one C++ pass
-    (op.scan_plain). None when any item is not of that kind or any check fails: the general
-    path (plan_items) then checks item by item and raises the error naming the item. A model
-    of 10^5 tensors pays this on every rank, so no Python code runs per tensor."""
-    if (not items or op.scan_plain is None or torch.compiler.is_compiling()
-            or set(map(type, items)) != {tuple} or set(map(len, items)) != {2}):
-        return None
-    tensors, specs = zip(*items)
-    if not set(map(type, tensors)) <= _PLAIN_TYPES or not set(map(type, specs)) <= _FAST_SPEC_TYPES:
-        return None
-    by_id = dict(zip(map(id, specs), specs))
-    if any(spec.padding_idx is not None for spec in by_id.values()):
-        return None
-    bound = max(spec.largest_value for spec in by_id.values())
-    dtypes = tuple(dtype for dtype, largest in LARGEST.items() if bound <= largest)
-    device_type = op.scan_plain(tensors, dtypes)
-    if device_type is None or backend not in (None, device_type) or not op.has_kernel(device_type):
-        return None
-    n = len(tensors)
-    if len(by_id) == 1:
-        spec = specs[0]
-        kinds, params, streams = [spec.kind] * n, list(spec.op_params) * n, [spec.stream] * n
-    else:
-        ids = list(map(id, specs))
-        kinds = list(map({i: s.kind for i, s in by_id.items()}.__getitem__, ids))
-        params = list(chain.from_iterable(map(
-            {i: s.op_params for i, s in by_id.items()}.__getitem__, ids)))
-        streams = list(map({i: s.stream for i, s in by_id.items()}.__getitem__, ids))
-    return list(tensors), kinds, params, streams, [-1] * n
-
-
-def plan_items(items: Sequence) -> List[Entry]:
-    """Check every item and the items together (no two may share memory); returns the op
-    entries. Under torch.compile the checks Dynamo cannot trace are left to the op (C++)."""
+def plan(items: Sequence) -> Dict[torch.device, Columns]:
+    """Check every item and the items together (no two may share memory); returns the op's
+    columns per device, for the tensors with elements to write (meta tensors included, for
+    the caller to skip). The common call passes the bulk check (_bulk_columns) and is
+    planned without Python code per tensor; any other call, and a common one that fails a
+    check, is checked item by item, which raises the error naming the item. Under
+    torch.compile the checks Dynamo cannot trace are left to the op (C++)."""
     compiling = torch.compiler.is_compiling()
+    if not compiling:
+        groups = _bulk_columns(items)
+        if groups is not None:
+            return groups
     entries: List[Entry] = []
     written: List[torch.Tensor] = []
     ranges: List[Tuple[int, int, int]] = []
-    inference_mode = compiling or torch.is_inference_mode_enabled()  # (Dynamo cannot ask)
     for index, item in enumerate(items):
-        # The common item - a dense, contiguous plain tensor and a spec without padding - is
-        # checked inline: the per-tensor cost is what a model with 10^5 parameters pays.
-        if (type(item) is tuple and len(item) == 2 and type(item[0]) in _PLAIN
-                and type(item[1]) in _FAST_SPECS and not compiling):
-            tensor, spec = item
-            largest = LARGEST.get(tensor.dtype)
-            if (largest is not None and spec.largest_value <= largest and spec.padding_idx is None
-                    and tensor.is_contiguous() and tensor.layout == torch.strided
-                    and not tensor.is_nested and (inference_mode or not tensor.is_inference())):
-                entries.append(Entry(tensor, spec.kind, spec.op_params, spec.stream, -1, WHOLE))
-                written.append(tensor)
-                nbytes = tensor.nbytes
-                if nbytes and not tensor.is_meta:
-                    begin = tensor.data_ptr()
-                    ranges.append((begin, begin + nbytes, index))
-                continue
         local, item_entries = _check_item(index, item, compiling)
         entries.extend(item_entries)
         written.append(local)
@@ -186,12 +134,63 @@ def plan_items(items: Sequence) -> List[Entry]:
             i, j = pairs[0]
             raise RuntimeError(f"items[{i}] and items[{j}] share memory (the same tensor twice, "
                                "or overlapping views): each element must be written once")
-    return entries
+    by_device: Dict[torch.device, List[Entry]] = defaultdict(list)
+    for entry in entries:
+        if entry.tensor.numel():
+            by_device[entry.tensor.device].append(entry)
+    groups = {}
+    for device, group in by_device.items():
+        tensors, kinds, params, streams, padding_rows, placements = zip(*group)
+        groups[device] = Columns(list(tensors), list(kinds), list(chain.from_iterable(params)),
+                                 list(streams), list(padding_rows), list(placements))
+    return groups
 
 
-def _plan(index: int, item) -> List[Entry]:
-    """The op entries of one item: one, or the pieces of a shard (sharding.py)."""
-    return _check_item(index, item, torch.compiler.is_compiling())[1]
+def _bulk_columns(items: Sequence) -> Optional[Dict[torch.device, Columns]]:
+    """The columns of the common call - every item a (plain dense contiguous tensor, spec)
+    pair, all on one device, no two sharing memory - checked in bulk: type sets over the
+    columns, spec work once per distinct spec object (and once per tensor of a spec with a
+    padding row), the tensor checks in one C++ pass (op.scan_plain). None when any item is
+    not of that kind or any check fails. A model of 10^5 tensors pays this on every rank, so
+    no Python code runs per tensor (but per padded or empty one)."""
+    if (not items or op.scan_plain is None or set(map(type, items)) != {tuple}
+            or set(map(len, items)) != {2}):
+        return None
+    tensors, specs = zip(*items)
+    if not _PLAIN.issuperset(map(type, tensors)) or not set(map(type, specs)).issubset(SPECS):
+        return None
+    by_id = dict(zip(map(id, specs), specs))
+    bound = max(spec.largest_value for spec in by_id.values())
+    dtypes = tuple(dtype for dtype, largest in LARGEST.items() if bound <= largest)
+    if op.scan_plain(tensors, dtypes) is None:
+        return None
+    n = len(tensors)
+    padding_rows = [-1] * n
+    padded = {i for i, spec in by_id.items() if spec.padding_idx is not None}
+    if padded:  # (few tensors: embeddings)
+        for k in [k for k, i in enumerate(map(id, specs)) if i in padded]:
+            try:
+                padding_rows[k] = _padding_row(specs[k].padding_idx, tensors[k], None, "")
+            except IndexError:
+                return None
+    numels = list(map(torch.Tensor.numel, tensors))
+    if 0 in numels:  # the op is given the tensors with elements to write, as plan's other path
+        keep = [k for k, count in enumerate(numels) if count]
+        if not keep:
+            return {}
+        tensors, specs = [tensors[k] for k in keep], [specs[k] for k in keep]
+        padding_rows = [padding_rows[k] for k in keep]
+        n = len(keep)
+    if len(by_id) == 1:
+        spec = specs[0]
+        kinds, params, streams = [spec.kind] * n, list(spec.op_params) * n, [spec.stream] * n
+    else:
+        ids = list(map(id, specs))
+        kinds = list(map({i: s.kind for i, s in by_id.items()}.__getitem__, ids))
+        params = list(chain.from_iterable(map(
+            {i: s.op_params for i, s in by_id.items()}.__getitem__, ids)))
+        streams = list(map({i: s.stream for i, s in by_id.items()}.__getitem__, ids))
+    return {tensors[0].device: Columns(list(tensors), kinds, params, streams, padding_rows, None)}
 
 
 def _check_item(index: int, item, compiling: bool) -> Tuple[torch.Tensor, List[Entry]]:
@@ -233,19 +232,12 @@ def _check_item(index: int, item, compiling: bool) -> Tuple[torch.Tensor, List[E
             raise RuntimeError(f"{where} has elements that share memory (e.g. an expanded or "
                                "unfolded view); in-place initialization would be ill-defined, "
                                "clone it first")
-    padding_row = -1
     if blocks is None and (global_shape is not None or global_offset is not None):
         global_shape, global_offset = sharding.check_block(tensor, global_shape, global_offset,
                                                            where)
         blocks = [(tensor, global_offset)]
-    if spec.padding_idx is not None:
-        if tensor.dim() == 0:
-            raise IndexError(f"padding_idx needs a tensor with at least one dimension ({where})")
-        rows = tensor.shape[0] if global_shape is None else global_shape[0]
-        if not -rows <= spec.padding_idx < rows:
-            raise IndexError(f"padding_idx {spec.padding_idx} out of range for dim 0 of size "
-                             f"{rows} ({where})")
-        padding_row = spec.padding_idx % rows
+    padding_row = (-1 if spec.padding_idx is None else
+                   _padding_row(spec.padding_idx, tensor, global_shape, where))
     if global_shape is None:
         return tensor, [Entry(tensor, spec.kind, spec.op_params, spec.stream, padding_row, WHOLE)]
     out = []
@@ -258,15 +250,27 @@ def _check_item(index: int, item, compiling: bool) -> Tuple[torch.Tensor, List[E
     return tensor, out
 
 
-def _run(impl: str, group: Sequence[Entry], seed: int) -> None:
+def _padding_row(padding_idx: int, tensor: torch.Tensor, global_shape, where: str) -> int:
+    """The row of dim 0 (of the logical tensor, when global_shape is given) that padding_idx
+    names, in [0, rows)."""
+    if tensor.dim() == 0:
+        raise IndexError(f"padding_idx needs a tensor with at least one dimension ({where})")
+    rows = tensor.shape[0] if global_shape is None else global_shape[0]
+    if not -rows <= padding_idx < rows:
+        raise IndexError(f"padding_idx {padding_idx} out of range for dim 0 of size {rows} "
+                         f"({where})")
+    return padding_idx % rows
+
+
+def _run(impl: str, columns: Columns, seed: int) -> None:
     if impl == "reference":
-        for e in group:
-            reference.init_(e.tensor, kind=e.kind, params=e.params, seed=seed, stream=e.stream,
-                            padding_row=e.padding_row, placement=e.placement)
+        placements = columns.placements or [WHOLE] * len(columns.tensors)
+        for k, tensor in enumerate(columns.tensors):
+            reference.init_(tensor, kind=columns.kinds[k], seed=seed,
+                            params=columns.params[_P * k:_P * (k + 1)], stream=columns.streams[k],
+                            padding_row=columns.padding_rows[k], placement=placements[k])
         return
-    tensors, kinds, params, streams, padding_rows, placements = zip(*group)  # columns
-    args = (list(tensors), list(kinds), list(chain.from_iterable(params)), list(streams),
-            list(padding_rows), seed, list(placements))
+    args = (*columns[:5], seed, columns.placements)
     if impl == "triton":
         from .. import triton as triton_backend
 
