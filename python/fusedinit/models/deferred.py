@@ -190,9 +190,7 @@ class _Construction:
             return None
         replaced = None
         if param.device.type != "meta" and not is_dtensor(param):
-            replaced = type(param)(param.detach().to("meta"), requires_grad=param.requires_grad)
-            replaced.__dict__.update(param.__dict__)
-            param = replaced
+            param = replaced = _on_meta(param)
         self.name(param)
         return replaced
 
@@ -200,6 +198,13 @@ class _Construction:
         if _building.get() is self and buffer is not None:
             self.name(buffer)
         return None
+
+
+def _on_meta(param: nn.Parameter) -> nn.Parameter:
+    """A parameter of the same type and attributes as `param`, on the meta device."""
+    replaced = type(param)(param.detach().to("meta"), requires_grad=param.requires_grad)
+    replaced.__dict__.update(param.__dict__)
+    return replaced
 
 
 def _whole_meta(t: torch.Tensor) -> bool:
@@ -292,11 +297,14 @@ def record_on_meta_(module: nn.Module, init: Callable[[nn.Module], object], *,
     values for real; a buffer allocated here that `init` did not write goes back to meta, so
     that materialize_ names it."""
     fresh: Set[tuple] = set()
+    moved: Dict[int, nn.Parameter] = {}  # a parameter shared by two modules stays shared
     with torch.no_grad():
         for m in module.modules():
-            for p in m._parameters.values():
+            for name, p in m._parameters.items():
                 if p is not None and p.device.type != "meta" and not is_dtensor(p):
-                    p.data = torch.empty_like(p, device="meta")  # shared parameters stay shared
+                    if id(p) not in moved:
+                        moved[id(p)] = _on_meta(p)
+                    m._parameters[name] = moved[id(p)]
             for name, b in m._buffers.items():
                 if b is None or is_dtensor(b):
                     continue
@@ -379,14 +387,31 @@ def _allocate_and_write(module: nn.Module, device: torch.device, seed: int,
                         record: Optional[DeferredRecord], init: Optional[Callable[[nn.Module], object]],
                         kept: Dict[str, torch.Tensor], around: Optional[Callable],
                         progress: Callable[[str], None], caller: str) -> None:
+    # to_empty gives a meta tensor held by two modules (tied weights) two new tensors: each
+    # tensor is allocated once, through its first slot, and the others share it again.
+    first: Dict[int, Tuple[dict, str]] = {}
+    others: List[Tuple[dict, str, dict, str]] = []
+    for m in module.modules():
+        for table in (m._parameters, m._buffers):
+            for leaf, t in table.items():
+                if t is None:
+                    continue
+                if id(t) in first:
+                    others.append((table, leaf) + first[id(t)])
+                else:
+                    first[id(t)] = (table, leaf)
+    for table, leaf, _, _ in others:
+        table[leaf] = None  # the key keeps its place (the order of state_dict)
     module.to_empty(device=device)
     with torch.no_grad():
         for name, t in kept.items():
             owner, _, leaf = name.rpartition(".")
             if leaf in module.get_submodule(owner)._buffers:
                 module.get_submodule(owner)._buffers[leaf] = t.to(device)
-            else:  # a parameter keeps its object (ties, references): its new memory takes it
+            else:  # a parameter keeps its object (references to it): its new memory takes it
                 module.get_parameter(name).copy_(t)
+    for table, leaf, source_table, source_leaf in others:
+        table[leaf] = source_table[source_leaf]
     fresh = {storage_of(t) for name, t, _ in _named_tensors(module) if name not in kept}
     progress("allocated")
 
