@@ -38,7 +38,7 @@ from torch.utils._pytree import tree_leaves
 
 from ..ops.seed import resolve_seed
 from .engine import _norm_cdf, recording
-from .queue import storage_of, tensor_key
+from .queue import InitSession, storage_of, tensor_key
 from ..ops.sharding import is_dtensor
 
 aten = torch.ops.aten
@@ -266,7 +266,8 @@ def deferred_init(fn: Callable[..., M], *args, **kwargs) -> M:
     return module
 
 
-def _collect(module: nn.Module, session, written_storages: Set[tuple], who: str) -> DeferredRecord:
+def _collect(module: nn.Module, session: InitSession, written_storages: Set[tuple],
+             who: str) -> DeferredRecord:
     """The record of a recording on `module`'s tensors (named in `session` provisionally or
     finally): each tensor's last init write, by its name in `module`; tensors that ops other
     than init writes wrote (`written_storages`) are unrecorded, unless they are real buffers,
@@ -389,12 +390,13 @@ def _allocate_and_write(module: nn.Module, device: torch.device, seed: int,
                         progress: Callable[[str], None], caller: str) -> None:
     # to_empty gives a meta tensor held by two modules (tied weights) two new tensors: each
     # tensor is allocated once, through its first slot, and the others share it again.
+    # (DTensors are left to their owner: FSDP2 handles to_empty of its parameters itself.)
     first: Dict[int, Tuple[dict, str]] = {}
     others: List[Tuple[dict, str, dict, str]] = []
     for m in module.modules():
         for table in (m._parameters, m._buffers):
             for leaf, t in table.items():
-                if t is None:
+                if t is None or is_dtensor(t):
                     continue
                 if id(t) in first:
                     others.append((table, leaf) + first[id(t)])

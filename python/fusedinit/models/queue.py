@@ -145,22 +145,21 @@ class InitSession:
             return False
         if not t.is_floating_point() and not isinstance(spec, Constant):
             return False
-        spec = with_stream(spec, param_stream(name))
-        if key not in self.pending:
-            s = storage_of(t)
-            self._storages[s] = self._storages.get(s, 0) + 1
-        self.pending[key] = Pending(t.detach(), spec)
+        self._put(key, t, with_stream(spec, param_stream(name)))
         return True
 
     def queue_temporary(self, t: torch.Tensor, spec, label: str) -> None:
         """Queue `spec` for the whole temporary `t` on the stream of `label`: written with the
         module's writes unless engine.py folds it into a parameter first (then dropped)."""
         key = tensor_key(t)
-        spec = with_stream(spec, param_stream(label))
+        self.temporaries[key] = label
+        self._put(key, t, with_stream(spec, param_stream(label)))
+
+    def _put(self, key: tuple, t: torch.Tensor, spec) -> None:
+        """The pending write of `t` (key `key`) is now `spec`."""
         if key not in self.pending:
             s = storage_of(t)
             self._storages[s] = self._storages.get(s, 0) + 1
-        self.temporaries[key] = label
         self.pending[key] = Pending(t.detach(), spec)
 
     def whole_temporary(self, t: torch.Tensor) -> Optional[tuple]:
