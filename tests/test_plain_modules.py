@@ -392,3 +392,22 @@ def test_narrow_trunc_normal_in_a_constructor_is_named_not_guessed():
                            init=lambda m: nn.init.trunc_normal_(m.w, std=1.0, a=2.0, b=3.0))
     assert float(model.w.min()) >= 2.0 and float(model.w.max()) <= 3.0
     assert_contract(model.ok, TruncNormal(0.0, 0.5, -2.0, 2.0), "ok")
+
+
+class TiedHead(nn.Module):
+    """A language-model-like module whose output layer shares the embedding's weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(32, 8)
+        self.head = nn.Linear(8, 32, bias=False)
+        self.head.weight = self.emb.weight
+
+
+def test_tied_weights_stay_one_tensor():
+    """A parameter held by two modules is allocated once and stays shared (to_empty alone gives
+    each slot its own tensor), with the values of its first name."""
+    model = fusedinit.materialize_(fusedinit.deferred_init(TiedHead), device="cpu", seed=SEED)
+    assert model.head.weight is model.emb.weight
+    assert [name for name, _ in model.named_parameters()] == ["emb.weight"]
+    assert_contract(model.emb.weight, fusedinit.Normal(0.0, 1.0), "emb.weight")

@@ -7,43 +7,26 @@ nothing process-wide is touched; transformers 4.x: parameters only, see _build_c
 tensors are allocated directly on `device` (no CPU copy for a GPU target), then the model's own
 init pass - which in transformers 5 initializes every parameter and buffer, as
 `from_pretrained` relies on for missing keys - runs recorded and batched (engine.py): one op
-call per device. Weights are tied last."""
+call per device. Weights are tied last.
+
+Allocation and writes go through the path of `fusedinit.materialize_` (models/deferred.py):
+`allocate_and_write_` with the init pass as `init`; sharded (`device_mesh=`), the pass is first
+recorded on meta parameters (`record_on_meta_`, as `deferred_init` records a constructor), the
+model sharded with FSDP2, then `allocate_and_write_` writes the record into each rank's
+shards."""
 from __future__ import annotations
 
 import inspect
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..ops.seed import resolve_seed
-from ..models.engine import recording
-
-
-def materialize_(model: nn.Module, device: torch.device, progress: bool = False,
-                 parameters: bool = True) -> None:
-    """Allocate every meta parameter (with parameters=True) and meta buffer on `device`
-    (uninitialized; tied parameters stay one tensor) and move other buffers there."""
-    from tqdm.auto import tqdm
-
-    made = {}
-    modules = list(model.modules())
-    for module in tqdm(modules, desc="materialize", disable=not progress, leave=False):
-        for name, param in list(module._parameters.items()):
-            if not parameters or param is None or param.device.type != "meta":
-                continue
-            if id(param) not in made:
-                real = type(param)(torch.empty_like(param, device=device),
-                                   requires_grad=param.requires_grad)
-                real.__dict__.update(param.__dict__)
-                made[id(param)] = real
-            module._parameters[name] = made[id(param)]
-        for name, buf in list(module._buffers.items()):
-            if buf is not None and buf.device.type == "meta":
-                module._buffers[name] = torch.empty_like(buf, device=device)
-            elif buf is not None and buf.device != device:
-                module._buffers[name] = buf.to(device)
+from ..models.deferred import allocate_and_write_, record_on_meta_
+from .versions import transformers_major
 
 
 def _untie(model: nn.Module) -> list:
@@ -84,6 +67,15 @@ def _retie(model: nn.Module, untied: list) -> None:
             module._parameters[leaf] = param
 
 
+@contextmanager
+def _untied_weights(model: nn.Module) -> Iterator[None]:
+    """Tied targets untied inside the block (_untie), tied again when it ends without raising
+    (when it raises, the caller puts the model back or drops it)."""
+    untied = _untie(model)
+    yield
+    _retie(model, untied)
+
+
 class _ParametersOnMeta(TorchFunctionMode):
     """transformers 4.x: `torch.empty` without a device - how torch's layers allocate their
     parameters - gives meta tensors; everything else (buffers such as rotary frequencies, which
@@ -100,9 +92,7 @@ def _build_context():
     """Where the model is built: the meta device in transformers 5, whose init pass initializes
     every parameter and buffer (from_pretrained relies on it for missing keys); in 4.x only the
     parameters that torch's layers allocate."""
-    import transformers
-
-    if int(transformers.__version__.split(".")[0]) >= 5:
+    if transformers_major() >= 5:
         return torch.device("meta")
     return _ParametersOnMeta()
 
@@ -117,38 +107,6 @@ def _shard_fsdp2(model: nn.Module, mesh) -> None:
         if type(module).__name__ in blocks and module is not model:
             fully_shard(module, mesh=mesh)
     fully_shard(model, mesh=mesh)
-
-
-def _from_config_sharded(model: nn.Module, device: torch.device, mesh, seed) -> nn.Module:
-    """Record the model's init rules with its parameters on the meta device (nothing allocated;
-    buffers are real and initialized by the pass), shard it with FSDP2 on `mesh`, allocate each
-    rank's shards on `device`, then write every shard - each element gets its value in the
-    unsharded tensor - in one op call per device."""
-    from ..ops.api import init_many_
-
-    materialize_(model, device, parameters=False)
-    untied = _untie(model)
-    _forget_initialized(model)
-    with recording(model, seed) as session:
-        model.initialize_weights()
-    if session.deferred_on_meta:
-        raise RuntimeError(f"fusedinit.from_config: the init pass of {session.deferred_on_meta[:5]} "
-                           "runs ops on drawn values that cannot be recorded on the meta device")
-    specs = session.written
-    _retie(model, untied)
-    buffers = {name: b for name, b in model.named_buffers()}
-    _shard_fsdp2(model, mesh)
-    model.to_empty(device=device)
-    for name, b in buffers.items():  # to_empty left them uninitialized: restore the real ones
-        owner, _, leaf = name.rpartition(".")
-        model.get_submodule(owner)._buffers[leaf] = b.to(device)
-    params = dict(model.named_parameters())
-    missing = [n for n in params if n not in specs]
-    if missing:
-        raise RuntimeError(f"fusedinit.from_config: the model's init pass gave no rule for "
-                           f"{missing[:5]} (rules recorded on meta must cover every parameter)")
-    init_many_([(params[n], specs[n]) for n in params], seed=seed)
-    return model
 
 
 def _forget_initialized(model: nn.Module) -> None:
@@ -180,33 +138,37 @@ def from_config(config, *, model_class=None, device=None, dtype: Optional[torch.
     build = getattr(model_class, "from_config", None) or model_class._from_config
     if dtype is not None:
         kwargs[dtype_keyword(build)] = dtype
-    steps = tqdm(total=4, desc="fusedinit.from_config", disable=not progress)
+    steps = tqdm(total=3, desc="fusedinit.from_config", disable=not progress)
     seed = resolve_seed(seed, None)
     with _build_context():
         model = build(config, **kwargs)
     steps.update()
-    if device_mesh is not None:
-        model = _from_config_sharded(model, device, device_mesh, seed)
-        steps.update(3)
-        steps.close()
-        return model
-    materialize_(model, device, progress)
-    untied = _untie(model)
-    steps.update()
-    _forget_initialized(model)
-    with recording(model, seed):
-        model.initialize_weights()
-    steps.update()
-    _retie(model, untied)
-    steps.update()
+
+    def init_pass(m: nn.Module) -> None:
+        _forget_initialized(m)
+        m.initialize_weights()
+
+    def step(stage: str) -> None:  # "allocated", then "written"
+        steps.update()
+
+    if device_mesh is None:
+        allocate_and_write_(model, device, seed, init=init_pass, keep_parameters=True,
+                            around=_untied_weights, progress=step,
+                            caller="fusedinit.from_config")
+    else:
+        # The pass recorded with the parameters on meta (nothing allocated for them; buffers
+        # real), then FSDP2, then each rank allocates its shards and writes them: each element
+        # gets its value in the unsharded tensor.
+        with _untied_weights(model):
+            record_on_meta_(model, init_pass, buffer_device=device)
+        _shard_fsdp2(model, device_mesh)
+        allocate_and_write_(model, device, seed, progress=step, caller="fusedinit.from_config")
     steps.close()
     return model
 
 
 def dtype_keyword(build) -> str:
     """The dtype argument of a transformers model builder: dtype= in 5.x, torch_dtype= in 4.x."""
-    import transformers
-
     if "dtype" in inspect.signature(build).parameters:
         return "dtype"
-    return "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    return "dtype" if transformers_major() >= 5 else "torch_dtype"

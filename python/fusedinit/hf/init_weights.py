@@ -20,6 +20,7 @@ from ..ops.seed import resolve_seed
 from ..models.engine import current_session
 from ..models.modules import base_rules
 from ..models.queue import InitSession
+from .versions import transformers_major
 
 # model -> (seed, ids of the modules visited) of its unbatched pass in progress.
 _passes: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -31,7 +32,7 @@ def config_std(config) -> float:
     transformers reads it: 5.x also takes `init_std` / `initializer_factor` and treats an
     `initializer_range` of 0 as unset; 4.x takes `initializer_range` as it is."""
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    if _transformers_major() < 5:
+    if transformers_major() < 5:
         if hasattr(config, "initializer_range"):
             return config.initializer_range
         return getattr(text, "initializer_range", 0.02)
@@ -42,12 +43,6 @@ def config_std(config) -> float:
     if hasattr(config, "initializer_factor"):
         return config.initializer_factor
     return getattr(text, "initializer_range", 0.02)
-
-
-def _transformers_major() -> int:
-    import transformers
-
-    return int(transformers.__version__.split(".")[0])
 
 
 def fused_init_weights(self, module: nn.Module) -> None:

@@ -140,7 +140,11 @@ _WRAPPERS = {"__init__": _wrap_init, "post_init": _wrap_post_init,
 
 
 def _install() -> None:
-    """Wrap the methods (caller holds _lock)."""
+    """Wrap the methods (caller holds _lock). Reassigning class attributes, not a torch hook,
+    by necessity: torch's module hooks see forward calls and parameter / buffer / submodule
+    registration, none of them the start of an init pass (`initialize_weights`) or the end of
+    a construction (`post_init`), which are transformers' own methods. This is the one
+    process-wide change, scoped (reference-counted, restored by _uninstall_if_unused)."""
     if _state["originals"] is None:
         cls = _pretrained_model()
         _state["originals"] = {name: cls.__dict__[name] for name in _METHODS}

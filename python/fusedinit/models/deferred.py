@@ -21,10 +21,12 @@ names in the module handed to `materialize_` (sharding with FSDP2 / tensor paral
 between keeps them), so the values do not depend on the layout."""
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import sys
-from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple, TypeVar
+from typing import (Callable, ContextManager, Dict, Iterator, List, Optional, Set, Tuple,
+                    TypeVar)
 
 import torch
 from torch import nn
@@ -36,7 +38,7 @@ from torch.utils._pytree import tree_leaves
 
 from ..ops.seed import resolve_seed
 from .engine import _norm_cdf, recording
-from .queue import storage_of, tensor_key
+from .queue import InitSession, storage_of, tensor_key
 from ..ops.sharding import is_dtensor
 
 aten = torch.ops.aten
@@ -151,16 +153,16 @@ class _LiveTensors(TorchFunctionMode):
     it issues its ops and the engine records them as one truncated normal. Only that function
     is answered (its frame is the getter's caller) and only when the engine can fold the branch
     it takes; everything else sees the truth. A narrow interval (<= 30% of the mass) stays
-    unrecorded: materialize_ names the parameter unless `init=` covers it."""
+    unrecorded: materialize_ names the parameter unless `init=` covers it. The same holds for
+    an init pass recorded on meta parameters (record_on_meta_)."""
 
-    def __init__(self, construction: "_Construction"):
+    def __init__(self, names: Dict[tuple, str]):
         super().__init__()
-        self.construction = construction
+        self.names = names  # the recording's table: the tensors that are the module's own
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if getattr(func, "__self__", None) is torch.Tensor.is_meta and len(args) == 1 \
-                and _TRUNC_NORMAL_CODE is not None \
-                and tensor_key(args[0]) in self.construction.names:
+                and _TRUNC_NORMAL_CODE is not None and tensor_key(args[0]) in self.names:
             caller = sys._getframe(1)
             if caller.f_code is _TRUNC_NORMAL_CODE and _engine_folds_trunc_normal(caller):
                 return False
@@ -188,9 +190,7 @@ class _Construction:
             return None
         replaced = None
         if param.device.type != "meta" and not is_dtensor(param):
-            replaced = type(param)(param.detach().to("meta"), requires_grad=param.requires_grad)
-            replaced.__dict__.update(param.__dict__)
-            param = replaced
+            param = replaced = _on_meta(param)
         self.name(param)
         return replaced
 
@@ -198,6 +198,13 @@ class _Construction:
         if _building.get() is self and buffer is not None:
             self.name(buffer)
         return None
+
+
+def _on_meta(param: nn.Parameter) -> nn.Parameter:
+    """A parameter of the same type and attributes as `param`, on the meta device."""
+    replaced = type(param)(param.detach().to("meta"), requires_grad=param.requires_grad)
+    replaced.__dict__.update(param.__dict__)
+    return replaced
 
 
 def _whole_meta(t: torch.Tensor) -> bool:
@@ -231,26 +238,23 @@ def deferred_init(fn: Callable[..., M], *args, **kwargs) -> M:
     with tracker, recording(holder, seed=0) as session:
         construction = _Construction(session.names)
         tracker.session, tracker.construction = session, construction
-        original_queue = session.queue
 
-        def queue(t, spec):
+        def name_new(t: torch.Tensor) -> None:
             # Tensors that never went through registration (copy.deepcopy of a registered
             # layer, as nn.TransformerEncoder clones its layers) are named at their first write;
             # only meta tensors that are a whole storage - a view's write must stay a barrier.
             if _whole_meta(t):
                 construction.name(t)
-            # A whole-tensor write queued after an unrecordable op replaces its result.
-            queued = original_queue(t, spec)
-            if queued:
-                tracker.written.discard(storage_of(t))
-            return queued
 
-        session.queue = queue
+        def queued(t: torch.Tensor) -> None:
+            # A whole-tensor write queued after an unrecordable op replaces its result.
+            tracker.written.discard(storage_of(t))
+
         token = _building.set(construction)
         hooks = [register_module_parameter_registration_hook(construction.on_parameter),
                  register_module_buffer_registration_hook(construction.on_buffer)]
         try:
-            with _LiveTensors(construction):
+            with session.watching_queue(name_new, queued), _LiveTensors(session.names):
                 module = fn(*args, **kwargs)
         finally:
             for hook in hooks:
@@ -258,21 +262,74 @@ def deferred_init(fn: Callable[..., M], *args, **kwargs) -> M:
             _building.reset(token)
         if not isinstance(module, nn.Module):
             raise TypeError(f"fn must return an nn.Module, got {type(module).__name__}")
+    module.__dict__[_RECORD_ATTR] = _collect(module, session, tracker.written, "its constructor")
+    return module
+
+
+def _collect(module: nn.Module, session: InitSession, written_storages: Set[tuple],
+             who: str) -> DeferredRecord:
+    """The record of a recording on `module`'s tensors (named in `session` provisionally or
+    finally): each tensor's last init write, by its name in `module`; tensors that ops other
+    than init writes wrote (`written_storages`) are unrecorded, unless they are real buffers,
+    whose computed values are kept."""
     specs: Dict[str, object] = {}
     unrecorded: Dict[str, str] = {}
     for name, t, is_param in _named_tensors(module):
-        provisional = session.names.get(tensor_key(t))
-        if provisional is None:
+        recorded_as = session.names.get(tensor_key(t))
+        if recorded_as is None:
             continue
-        if storage_of(t) in tracker.written:
+        if storage_of(t) in written_storages:
             if is_param or t.device.type == "meta":
-                unrecorded[name] = ("its constructor ran ops on it that are not init writes "
-                                    "fusedinit can record on the meta device")
+                unrecorded[name] = (f"{who} ran ops on it that are not init writes fusedinit "
+                                    "can record on the meta device")
             continue  # a real buffer: its computed value is kept
-        if provisional in session.written:
-            specs[name] = session.written[provisional]
-    module.__dict__[_RECORD_ATTR] = DeferredRecord(specs, unrecorded)
-    return module
+        if recorded_as in session.written:
+            specs[name] = session.written[recorded_as]
+    return DeferredRecord(specs, unrecorded)
+
+
+def record_on_meta_(module: nn.Module, init: Callable[[nn.Module], object], *,
+                    buffer_device: torch.device) -> DeferredRecord:
+    """What `deferred_init` does for a constructor, for an init pass run after construction
+    (transformers' `initialize_weights` before FSDP2 sharding): every parameter is moved to the
+    meta device (its values are dropped), buffers are allocated on / moved to `buffer_device`,
+    and `init(module)` runs recorded; each parameter's last init write joins the module's
+    record, which a later `materialize_` - after sharding, say - writes. Buffers get their
+    values for real; a buffer allocated here that `init` did not write goes back to meta, so
+    that materialize_ names it."""
+    fresh: Set[tuple] = set()
+    moved: Dict[int, nn.Parameter] = {}  # a parameter shared by two modules stays shared
+    with torch.no_grad():
+        for m in module.modules():
+            for name, p in m._parameters.items():
+                if p is not None and p.device.type != "meta" and not is_dtensor(p):
+                    if id(p) not in moved:
+                        moved[id(p)] = _on_meta(p)
+                    m._parameters[name] = moved[id(p)]
+            for name, b in m._buffers.items():
+                if b is None or is_dtensor(b):
+                    continue
+                if b.device.type == "meta":
+                    m._buffers[name] = torch.empty_like(b, device=buffer_device)
+                    fresh.add(storage_of(m._buffers[name]))
+                elif b.device != buffer_device:
+                    m._buffers[name] = b.to(buffer_device)
+    tracker = _WriteTracker()
+    with tracker, recording(module, seed=0) as session, _LiveTensors(session.names):
+        init(module)
+    for m in module.modules():
+        for name, b in m._buffers.items():
+            if b is not None and storage_of(b) in fresh and storage_of(b) not in tracker.written:
+                m._buffers[name] = torch.empty_like(b, device="meta")
+    new = _collect(module, session, tracker.written, "the init pass")
+    old = deferred_record(module)
+    if old is not None:  # later writes replace earlier ones, as they would have for real
+        new = DeferredRecord({k: v for k, v in old.specs.items() if k not in new.unrecorded}
+                             | new.specs,
+                             {k: v for k, v in old.unrecorded.items() if k not in new.specs}
+                             | new.unrecorded)
+    module.__dict__[_RECORD_ATTR] = new
+    return new
 
 
 def deferred_record(module: nn.Module) -> Optional[DeferredRecord]:
@@ -327,34 +384,54 @@ def _restore(saved: list) -> List[str]:
     return failed
 
 
-def _set_buffer(module: nn.Module, name: str, value: torch.Tensor) -> None:
-    owner, _, leaf = name.rpartition(".")
-    module.get_submodule(owner)._buffers[leaf] = value
-
-
 def _allocate_and_write(module: nn.Module, device: torch.device, seed: int,
-                        record: Optional[DeferredRecord],
-                        init: Optional[Callable[[nn.Module], object]],
-                        kept: Dict[str, torch.Tensor]) -> None:
+                        record: Optional[DeferredRecord], init: Optional[Callable[[nn.Module], object]],
+                        kept: Dict[str, torch.Tensor], around: Optional[Callable],
+                        progress: Callable[[str], None], caller: str) -> None:
+    # to_empty gives a meta tensor held by two modules (tied weights) two new tensors: each
+    # tensor is allocated once, through its first slot, and the others share it again.
+    # (DTensors are left to their owner: FSDP2 handles to_empty of its parameters itself.)
+    first: Dict[int, Tuple[dict, str]] = {}
+    others: List[Tuple[dict, str, dict, str]] = []
+    for m in module.modules():
+        for table in (m._parameters, m._buffers):
+            for leaf, t in table.items():
+                if t is None or is_dtensor(t):
+                    continue
+                if id(t) in first:
+                    others.append((table, leaf) + first[id(t)])
+                else:
+                    first[id(t)] = (table, leaf)
+    for table, leaf, _, _ in others:
+        table[leaf] = None  # the key keeps its place (the order of state_dict)
     module.to_empty(device=device)
-    for name, b in kept.items():
-        _set_buffer(module, name, b.to(device))
+    with torch.no_grad():
+        for name, t in kept.items():
+            owner, _, leaf = name.rpartition(".")
+            if leaf in module.get_submodule(owner)._buffers:
+                module.get_submodule(owner)._buffers[leaf] = t.to(device)
+            else:  # a parameter keeps its object (references to it): its new memory takes it
+                module.get_parameter(name).copy_(t)
+    for table, leaf, source_table, source_leaf in others:
+        table[leaf] = source_table[source_leaf]
     fresh = {storage_of(t) for name, t, _ in _named_tensors(module) if name not in kept}
+    progress("allocated")
 
     tracker = _WriteTracker()
-    with tracker, recording(module, seed) as session:
-        if record is not None:
-            for name, t, is_param in _named_tensors(module):
-                spec = record.specs.get(name)
-                if spec is not None:
-                    session.queue(t, spec)
-        if init is not None:
-            init(module)
-        elif record is None:
-            for m in _post_order(module):
-                reset = getattr(m, "reset_parameters", None)
-                if callable(reset):
-                    reset()
+    with tracker, (around(module) if around is not None else contextlib.nullcontext()):
+        with recording(module, seed) as session:
+            if record is not None:
+                for name, t, is_param in _named_tensors(module):
+                    spec = record.specs.get(name)
+                    if spec is not None:
+                        session.queue(t, spec)
+            if init is not None:
+                init(module)
+            elif record is None:
+                for m in _post_order(module):
+                    reset = getattr(m, "reset_parameters", None)
+                    if callable(reset):
+                        reset()
 
     missing = [name for name, t, _ in _named_tensors(module)
                if storage_of(t) in fresh and storage_of(t) not in tracker.written
@@ -365,13 +442,49 @@ def _allocate_and_write(module: nn.Module, device: torch.device, seed: int,
             why = record.unrecorded.get(name) if record is not None else None
             reasons.append(f"{name} ({why})" if why else name)
         more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
-        how = ("no recorded constructor init or init() wrote them" if record is not None else
+        how = ("no recorded init or init() wrote them" if record is not None else
                "no reset_parameters() or init() wrote them (torch's nn.MultiheadAttention and "
                "nn.Transformer initialize in their constructors: build them with "
                "fusedinit.deferred_init, or pass init=)" if init is None else
                "init() did not write them")
-        raise RuntimeError(f"fusedinit.materialize_: left uninitialized: {', '.join(reasons)}"
-                           f"{more}; {how}")
+        raise RuntimeError(f"{caller}: left uninitialized: {', '.join(reasons)}{more}; {how}")
+    progress("written")
+
+
+def allocate_and_write_(module: M, device: torch.device, seed: int, *,
+                        init: Optional[Callable[[nn.Module], object]] = None,
+                        keep_parameters: bool = False,
+                        around: Optional[Callable[[nn.Module], ContextManager]] = None,
+                        progress: Optional[Callable[[str], None]] = None,
+                        caller: str = "fusedinit.materialize_") -> M:
+    """The one allocation and write path of `materialize_` and `from_config` (arguments
+    already checked): allocate `module` on `device` (`to_empty`), keep the real values of
+    buffers (and of parameters with `keep_parameters`: transformers 4.x builds those its
+    layers make with torch.ones / zeros for real), then - in one recording, one op call per
+    device - write the record `deferred_init` / `record_on_meta_` left, then `init(module)`
+    (else, without a record, each submodule's `reset_parameters()`). `around(module)` is a
+    context entered after the allocation and left once everything is written (from_config
+    unties tied weights in it). `progress` hears "allocated" and "written". Raises, naming
+    them, if a parameter or buffer is left uninitialized; when it raises, the module's
+    parameters and buffers are left as they were."""
+    record = deferred_record(module)
+    # Real values to keep (a parameter's by a detached alias: to_empty replaces its memory).
+    kept = {name: t.detach() if is_param else t for name, t, is_param in _named_tensors(module)
+            if (keep_parameters or not is_param) and t.device.type != "meta"
+            and not is_dtensor(t)}
+    saved = _snapshot(module)
+    try:
+        _allocate_and_write(module, device, seed, record, init, kept, around,
+                            progress or (lambda stage: None), caller)
+    except BaseException as exc:
+        # Nothing half-done is handed back: every parameter and buffer is put back as it was
+        # (to_empty allocated new memory, so the old tensors are intact) and the call can be
+        # made again.
+        failed = _restore(saved)
+        if failed:
+            exc.add_note(f"{caller} could not put back: {', '.join(failed)}")
+        raise
+    return module
 
 
 def materialize_(module: M, *, device, seed: Optional[int] = None,
@@ -396,23 +509,7 @@ def materialize_(module: M, *, device, seed: Optional[int] = None,
         raise ValueError("device must be a real device, not 'meta'")
     if init is not None and not callable(init):
         raise TypeError(f"init must be a callable taking the module, got {type(init).__name__}")
-    seed = resolve_seed(seed, generator)
-    record = deferred_record(module)
-
-    kept = {name: b for name, b in module.named_buffers(remove_duplicate=True)
-            if b.device.type != "meta" and not is_dtensor(b)}
-    saved = _snapshot(module)
-    try:
-        _allocate_and_write(module, device, seed, record, init, kept)
-    except BaseException as exc:
-        # Nothing half-done is handed back: every parameter and buffer is put back as it was
-        # (to_empty allocated new memory, so the old tensors are intact) and materialize_ can
-        # be called again.
-        failed = _restore(saved)
-        if failed:
-            exc.add_note(f"fusedinit.materialize_ could not put back: {', '.join(failed)}")
-        raise
-    return module
+    return allocate_and_write_(module, device, resolve_seed(seed, generator), init=init)
 
 
 __all__ = ["deferred_init", "materialize_", "deferred_record", "DeferredRecord"]

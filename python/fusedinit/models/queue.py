@@ -8,7 +8,8 @@ global state: it is one object per recording, owned by whoever opened it."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -41,6 +42,14 @@ def storage_of(t: torch.Tensor) -> Optional[Tuple[int, torch.device]]:
         return (t.untyped_storage()._cdata, t.device)
     except (RuntimeError, NotImplementedError):
         return None
+
+
+def with_stream(spec, stream: int):
+    """`spec` drawing from `stream`; a spec that draws nothing (Constant) has no stream and is
+    returned as it is."""
+    if "stream" in {f.name for f in dataclasses.fields(spec)}:
+        return dataclasses.replace(spec, stream=stream)
+    return spec
 
 
 def _flat_key(t: torch.Tensor) -> tuple:
@@ -92,6 +101,22 @@ class InitSession:
         # Pending writes to temporaries (tensors made during the recording, not the module's):
         # key -> label, whose param_stream is the temporary's stream (engine.py).
         self.temporaries: Dict[tuple, str] = {}
+        # (before, after) callbacks of queue(), while a `watching_queue` block is open.
+        self._watchers: List[Tuple[Callable[[torch.Tensor], None],
+                                   Callable[[torch.Tensor], None]]] = []
+
+    @contextmanager
+    def watching_queue(self, before: Callable[[torch.Tensor], None],
+                       after: Callable[[torch.Tensor], None]) -> Iterator[None]:
+        """Inside the block, every `queue(t, spec)` calls `before(t)` first (it may name `t`,
+        through `names`, so that the write is queued) and `after(t)` once the write is queued.
+        deferred_init names the tensors a constructor makes at their first write this way."""
+        watcher = (before, after)
+        self._watchers.append(watcher)
+        try:
+            yield
+        finally:
+            self._watchers.remove(watcher)
 
     # -- queue --------------------------------------------------------------------------------
     def name_of(self, t: torch.Tensor) -> Optional[str]:
@@ -102,6 +127,15 @@ class InitSession:
         """Queue `spec` for `t` (a whole parameter or buffer of the root); False if `t` is not
         one. Integer buffers (BatchNorm's num_batches_tracked) take only constants, written at
         flush after the floating-point writes (the kernels fill floating types only)."""
+        for before, _ in self._watchers:
+            before(t)
+        queued = self._queue_named(t, spec)
+        if queued:
+            for _, after in self._watchers:
+                after(t)
+        return queued
+
+    def _queue_named(self, t: torch.Tensor, spec) -> bool:
         key = tensor_key(t)
         if key is not None and key not in self.names and t.is_contiguous() \
                 and not is_dtensor(t) and _flat_key(t) in self._flat:
@@ -111,24 +145,21 @@ class InitSession:
             return False
         if not t.is_floating_point() and not isinstance(spec, Constant):
             return False
-        if "stream" in {f.name for f in dataclasses.fields(spec)}:  # Constant draws nothing
-            spec = dataclasses.replace(spec, stream=param_stream(name))
-        if key not in self.pending:
-            s = storage_of(t)
-            self._storages[s] = self._storages.get(s, 0) + 1
-        self.pending[key] = Pending(t.detach(), spec)
+        self._put(key, t, with_stream(spec, param_stream(name)))
         return True
 
     def queue_temporary(self, t: torch.Tensor, spec, label: str) -> None:
         """Queue `spec` for the whole temporary `t` on the stream of `label`: written with the
         module's writes unless engine.py folds it into a parameter first (then dropped)."""
         key = tensor_key(t)
-        if "stream" in {f.name for f in dataclasses.fields(spec)}:
-            spec = dataclasses.replace(spec, stream=param_stream(label))
+        self.temporaries[key] = label
+        self._put(key, t, with_stream(spec, param_stream(label)))
+
+    def _put(self, key: tuple, t: torch.Tensor, spec) -> None:
+        """The pending write of `t` (key `key`) is now `spec`."""
         if key not in self.pending:
             s = storage_of(t)
             self._storages[s] = self._storages.get(s, 0) + 1
-        self.temporaries[key] = label
         self.pending[key] = Pending(t.detach(), spec)
 
     def whole_temporary(self, t: torch.Tensor) -> Optional[tuple]:
