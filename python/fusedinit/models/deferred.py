@@ -37,9 +37,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ..ops.seed import resolve_seed
-from .engine import _norm_cdf, recording
+from .engine import recording
 from .queue import InitSession, storage_of, tensor_key
 from ..ops.sharding import is_dtensor
+from ..torch_internals import frame_takes_rejection_branch, trunc_normal_code
 
 aten = torch.ops.aten
 M = TypeVar("M", bound=nn.Module)
@@ -129,24 +130,6 @@ class _ConstructionTracker(_WriteTracker):
         return super().__torch_dispatch__(func, types, args, kwargs)
 
 
-# torch's trunc_normal_ returns at once for meta tensors ("sampling is a no-op"), before any op
-# the engine could record.
-_TRUNC_NORMAL_CODE = getattr(getattr(nn.init, "_no_grad_trunc_normal_", None), "__code__", None)
-
-
-def _engine_folds_trunc_normal(frame) -> bool:
-    """Whether the trunc_normal_ call running in `frame` takes torch's rejection branch (more
-    than 30% of the mass inside [a, b]), whose masks the engine answers without data, so it
-    runs on a meta tensor and folds into one TruncNormal. The other branch tests drawn values
-    (`pending.any()`), which a meta tensor cannot answer."""
-    f = frame.f_locals
-    try:
-        mean, std, a, b = (float(f[k]) for k in ("mean", "std", "a", "b"))
-        return std > 0 and _norm_cdf((b - mean) / std) - _norm_cdf((a - mean) / std) > 0.3
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
-        return False
-
-
 class _LiveTensors(TorchFunctionMode):
     """While a constructor runs, torch's `nn.init.trunc_normal_` sees the constructor's own
     tensors as not meta (they stand for the real tensors the constructor would have made), so
@@ -162,9 +145,9 @@ class _LiveTensors(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if getattr(func, "__self__", None) is torch.Tensor.is_meta and len(args) == 1 \
-                and _TRUNC_NORMAL_CODE is not None and tensor_key(args[0]) in self.names:
+                and tensor_key(args[0]) in self.names:
             caller = sys._getframe(1)
-            if caller.f_code is _TRUNC_NORMAL_CODE and _engine_folds_trunc_normal(caller):
+            if caller.f_code is trunc_normal_code() and frame_takes_rejection_branch(caller):
                 return False
         return func(*args, **(kwargs or {}))
 

@@ -20,8 +20,14 @@ from ..ops.specs import Constant, Normal
 from .streams import param_stream
 
 
+# Types that are never a DTensor: asked first, since every op asks.
+_PLAIN_TYPES = frozenset({torch.Tensor, nn.Parameter})
+
+
 def local_tensor(t: torch.Tensor) -> torch.Tensor:
     """A DTensor is known by its local shard (the memory this rank writes)."""
+    if type(t) in _PLAIN_TYPES:
+        return t
     return t._local_tensor if is_dtensor(t) else t
 
 
@@ -47,7 +53,7 @@ def storage_of(t: torch.Tensor) -> Optional[Tuple[int, torch.device]]:
 def with_stream(spec, stream: int):
     """`spec` drawing from `stream`; a spec that draws nothing (Constant) has no stream and is
     returned as it is."""
-    if "stream" in {f.name for f in dataclasses.fields(spec)}:
+    if _draws(spec):
         return dataclasses.replace(spec, stream=stream)
     return spec
 
@@ -57,11 +63,23 @@ def _flat_key(t: torch.Tensor) -> tuple:
     return (t.untyped_storage()._cdata, t.storage_offset(), t.numel(), t.dtype, t.device)
 
 
+_DRAWS: Dict[type, bool] = {}
+
+
+def _draws(spec) -> bool:
+    """Whether the spec's type has a stream (draws random numbers); asked once per type."""
+    kind = type(spec)
+    draws = _DRAWS.get(kind)
+    if draws is None:
+        draws = _DRAWS[kind] = "stream" in {f.name for f in dataclasses.fields(spec)}
+    return draws
+
+
 class DeferredOp(NamedTuple):
     """An op deferred on a pending tensor (the unfinished tail of a chain engine.py may still
     fold), replayed on the written values if the chain is not completed."""
 
-    step: tuple  # what engine.py read from it: ("erfinv",), ("mul", k), ("add", m)
+    step: object  # what folding.py read from it: Erfinv(), Mul(k), Add(m), Clamp(lo, hi)
     func: Callable
     args: tuple
     kwargs: dict
@@ -101,6 +119,7 @@ class InitSession:
         # Pending writes to temporaries (tensors made during the recording, not the module's):
         # key -> label, whose param_stream is the temporary's stream (engine.py).
         self.temporaries: Dict[tuple, str] = {}
+        self._streams: Dict[str, int] = {}  # name -> param_stream(name), asked once
         # (before, after) callbacks of queue(), while a `watching_queue` block is open.
         self._watchers: List[Tuple[Callable[[torch.Tensor], None],
                                    Callable[[torch.Tensor], None]]] = []
@@ -137,16 +156,24 @@ class InitSession:
 
     def _queue_named(self, t: torch.Tensor, spec) -> bool:
         key = tensor_key(t)
-        if key is not None and key not in self.names and t.is_contiguous() \
-                and not is_dtensor(t) and _flat_key(t) in self._flat:
-            key, t = self._flat[_flat_key(t)]
-        name = self.names.get(key) if key is not None else None
-        if name is None:
+        if key is None:
             return False
+        name = self.names.get(key)
+        if name is None:
+            if not t.is_contiguous() or is_dtensor(t) or _flat_key(t) not in self._flat:
+                return False
+            key, t = self._flat[_flat_key(t)]
+            name = self.names[key]
         if not t.is_floating_point() and not isinstance(spec, Constant):
             return False
-        self._put(key, t, with_stream(spec, param_stream(name)))
+        self._put(key, t, with_stream(spec, self._stream(name)))
         return True
+
+    def _stream(self, name: str) -> int:
+        stream = self._streams.get(name)
+        if stream is None:
+            stream = self._streams[name] = param_stream(name)
+        return stream
 
     def queue_temporary(self, t: torch.Tensor, spec, label: str) -> None:
         """Queue `spec` for the whole temporary `t` on the stream of `label`: written with the

@@ -8,6 +8,8 @@ from typing import NamedTuple, Optional, Sequence
 
 import torch
 
+from ..torch_internals import dispatch_has_kernel
+
 try:
     from .. import _C  # noqa: F401  (loading it registers torch.ops.fusedinit.*)
 
@@ -40,7 +42,7 @@ WHOLE = Placement()
 _DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 # Asked once, at import: registrations do not change afterwards, and torch.compile cannot
 # trace the dispatcher query.
-_HAS_KERNEL = {device_type: HAS_EXTENSION and torch._C._dispatch_has_kernel_for_dispatch_key(
+_HAS_KERNEL = {device_type: HAS_EXTENSION and dispatch_has_kernel(
     "fusedinit::init_", key) for device_type, key in _DISPATCH_KEYS.items()}
 
 

@@ -15,6 +15,7 @@ from typing import List, NamedTuple, Sequence, Tuple
 import torch
 
 from .op import WHOLE, Placement
+from ..torch_internals import strided_shard_offsets, strided_shard_type
 
 
 _DTENSOR = []  # the DTensor class once looked up ([None] without torch.distributed)
@@ -76,11 +77,7 @@ def dtensor_blocks(t, where: str) -> Tuple[torch.Tensor, Tuple[int, ...],
 
 
 def _strided_shard_type():
-    try:
-        from torch.distributed.tensor.placement_types import _StridedShard
-    except ImportError:  # a torch without it
-        return None
-    return _StridedShard
+    return strided_shard_type()
 
 
 def global_indices(t) -> List[range]:
@@ -97,11 +94,8 @@ def global_indices(t) -> List[range]:
     indices: List[Sequence[int]] = [range(n) for n in t.shape]
     for mesh_dim, p in enumerate(t.placements):
         if strided is not None and isinstance(p, strided):
-            from torch.distributed.tensor.placement_types import _StridedShardOffsetMode
-
-            size, offsets = p.local_shard_size_and_offset(
-                len(indices[p.dim]), mesh.size(mesh_dim), coordinate[mesh_dim],
-                _StridedShardOffsetMode.ALL)
+            size, offsets = strided_shard_offsets(
+                p, len(indices[p.dim]), mesh.size(mesh_dim), coordinate[mesh_dim])
             taken = list(offsets) if size else []
         elif isinstance(p, Shard):
             size, first = Shard.local_shard_size_and_offset(
