@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 import fusedinit
 import fusedinit.testing
+from fusedinit.ops import op
 from conftest import DTYPES, assert_bitwise_equal, isas
 from strategies import EXTREME_SPECS, U64, raw_reference_of, reference_of as _reference_of, view_and_spec
 
@@ -90,7 +91,7 @@ def test_extreme_parameters_every_variant(cpu_isa):
         for spec in EXTREME_SPECS:
             for dtype in DTYPES:
                 out = torch.empty(4099, dtype=dtype)
-                fusedinit._ops.init_([out], [spec.kind], list(spec.op_params), [spec.stream], [-1], 11)
+                op.init_([out], [spec.kind], list(spec.op_params), [spec.stream], [-1], 11)
                 assert_bitwise_equal(out, expected[str(spec), dtype], f"variant {isa}, {spec} {dtype}")
 
 

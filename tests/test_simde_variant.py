@@ -33,7 +33,7 @@ def test_the_avx512_kernels_run_here(lib, cpu_isa):
     assert fusedinit.testing.cpu_isa() == simde_variant.NAME
     words = torch.arange(0, 2**32, 2**32 // 4099, dtype=torch.int64)
     from fusedinit import reference
-    from fusedinit._kinds import NORMAL
+    from fusedinit.ops.kinds import NORMAL
     params = [0.5, 2.0, 0, 0, 0, 0]
     assert_bitwise_equal(fusedinit.testing.transform_words(words, NORMAL, params),
                          reference.values_from_words(words, NORMAL, params), simde_variant.NAME)
