@@ -308,18 +308,16 @@ class Temporaries:
 def tensors_of(args, kwargs):
     """The tensors among an aten op's arguments: aten schemas take tensors directly or in one
     flat list (Tensor[], Tensor?[]), so no tree walk is needed."""
-    for a in args:
+    yield from _tensors_in(args)
+    if kwargs:
+        yield from _tensors_in(kwargs.values())
+
+
+def _tensors_in(values):
+    for a in values:
         if isinstance(a, torch.Tensor):
             yield a
         elif isinstance(a, (list, tuple)):
             for x in a:
                 if isinstance(x, torch.Tensor):
                     yield x
-    if kwargs:
-        for a in kwargs.values():
-            if isinstance(a, torch.Tensor):
-                yield a
-            elif isinstance(a, (list, tuple)):
-                for x in a:
-                    if isinstance(x, torch.Tensor):
-                        yield x
