@@ -217,6 +217,9 @@ def main(argv=None) -> int:
                         help="every step on CPU tensors with tiny sizes (reference, CPU kernel "
                              "and, under TRITON_INTERPRET=1, the Triton interpreter)")
     args = parser.parse_args(argv)
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            parser.error(f"{flag}: folder of {path!r} does not exist")
     if args.dry_run:
         setup = dry_run_setup()
         device_name = "cpu (dry run)"

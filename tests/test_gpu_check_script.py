@@ -116,3 +116,12 @@ def test_every_checked_shape_holds_the_padding_row():
     with pytest.raises(ValueError, match="pads row 3"):
         gpu_bench.check_shapes(gpu_bench.Setup("cuda", ["cuda"], (1, (1 << 20) + 3), [24], [24],
                                                None))
+
+
+def test_gpu_bench_refuses_an_output_path_it_cannot_write(tmp_path):
+    """Checked before anything runs: a typo must not cost the GPU minutes it took to measure."""
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_bench.py"), "--dry-run",
+                          "--markdown", str(tmp_path / "missing" / "rows.md")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "--markdown: folder of" in run.stderr, run.stderr[-2000:]
+    assert "cross-check" not in run.stdout
