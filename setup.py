@@ -92,11 +92,14 @@ class BuildFusedinit(BuildExtension.with_options(use_ninja=True)):
                 raise SystemExit(f"error: FUSEDINIT_REQUIRE_CUDA=1 but torch {torch.__version__} "
                                  "was built without CUDA")
         else:
-            toolkit, skipped = setup_cuda.find_toolkit(torch.version.cuda, nvcc_flags())
+            gencode, note = setup_cuda.gencode_flags()
+            if not gencode:
+                skipped = note
+            else:
+                if note:
+                    print("NOTE: " + note, file=sys.stderr, flush=True)
+                toolkit, skipped = setup_cuda.find_toolkit(torch.version.cuda, nvcc_flags())
         if toolkit is not None:
-            note = setup_cuda.gencode_flags()[1]
-            if note:
-                print("NOTE: " + note, file=sys.stderr, flush=True)
             use_toolkit(toolkit)
             self._configure(cuda_extension(cpu_sources()))
             try:

@@ -39,8 +39,9 @@ def gencode_flags(env=None) -> tuple[list[str], str | None]:
     TORCH_CUDA_ARCH_LIST is read as torch's own extensions read it ("9.0", "8.0;9.0+PTX",
     "8.6 9.0"; names such as "Hopper" are not understood), so a build for one GPU compiles one
     architecture (a third of the default's device code). Unset or empty: DEFAULT_ARCHS.
-    Architectures below 8.0 are dropped with a note; a list with none left, or an entry that
-    is not a version, is an error naming the variable."""
+    Architectures below 8.0 are dropped with a note; a list with none left gives no flags and
+    the reason (setup.py then builds the CPU kernels alone, as for a missing toolkit); an entry
+    that is not a version is an error naming the variable."""
     env = os.environ if env is None else env
     text = env.get("TORCH_CUDA_ARCH_LIST", "").strip()
     entries = text.replace(";", " ").split() if text else list(DEFAULT_ARCHS)
@@ -59,9 +60,9 @@ def gencode_flags(env=None) -> tuple[list[str], str | None]:
         flags.append(f"-gencode=arch=compute_{arch},code=sm_{arch}")
         if ptx:
             flags.append(f"-gencode=arch=compute_{arch},code=compute_{arch}")
-    if not flags:
-        raise ValueError(f"TORCH_CUDA_ARCH_LIST={text!r} names no architecture the CUDA kernels "
-                         "support (8.0 or newer)")
+    if not flags:  # nothing to build: the caller skips the CUDA kernels and says why
+        return [], (f"TORCH_CUDA_ARCH_LIST={text!r} names no architecture the CUDA kernels "
+                    "support (8.0 or newer)")
     note = (f"TORCH_CUDA_ARCH_LIST: {', '.join(dropped)} dropped (the CUDA kernels need 8.0 or "
             "newer; the Triton backend serves older GPUs)") if dropped else None
     return flags, note
@@ -180,7 +181,10 @@ def find_toolkit(torch_cuda: str, flags: list[str], env=None) -> tuple[Toolkit |
 def skip_warning(reason: str, torch_cuda: str | None) -> str:
     """The one message a CPU-only fallback build prints."""
     major = torch_cuda.split(".")[0] if torch_cuda else "?"
+    remedy = ("To build them, name 8.0 or newer in TORCH_CUDA_ARCH_LIST (or unset it) and "
+              "reinstall" if reason.startswith("TORCH_CUDA_ARCH_LIST") else
+              f"To build them, install the CUDA {major}.x toolkit (nvcc and headers), set "
+              "CUDA_HOME to its root and reinstall")
     return (f"fusedinit: building the CPU kernels only; the CUDA kernels are skipped because {reason}. "
-            f"To build them, install the CUDA {major}.x toolkit (nvcc and headers), set CUDA_HOME "
-            "to its root and reinstall; FUSEDINIT_REQUIRE_CUDA=1 turns this into an error. "
+            f"{remedy}; FUSEDINIT_REQUIRE_CUDA=1 turns this into an error. "
             "CUDA tensors are still initialized by the Triton backend.")

@@ -101,6 +101,9 @@ def test_skip_warning_says_how_to_get_the_kernels():
     for words in ("CPU kernels only", "no nvcc on PATH", "CUDA 13.x toolkit", "CUDA_HOME",
                   "FUSEDINIT_REQUIRE_CUDA=1", "Triton"):
         assert words in text, words
+    _, reason = setup_cuda.gencode_flags({"TORCH_CUDA_ARCH_LIST": "7.5"})
+    text = setup_cuda.skip_warning(reason, "13.0")
+    assert "name 8.0 or newer in TORCH_CUDA_ARCH_LIST" in text and "toolkit" not in text
 
 
 def test_env_flag():
@@ -129,10 +132,12 @@ def run_setup(tmp_path, **env_vars):
                           text=True, timeout=600)
 
 
-@pytest.mark.parametrize("case", ["broken_toolkit", "contradiction"])
+@pytest.mark.parametrize("case", ["broken_toolkit", "contradiction", "old_archs_only"])
 def test_require_cuda_fails_before_compiling(tmp_path, case):
     broken = fake_toolkit(tmp_path / "broken", headers=False)
     extra = {"FUSEDINIT_NO_CUDA": "1"} if case == "contradiction" else {}
+    if case == "old_archs_only":  # nothing the kernels support: skipped (an error here)
+        extra = {"TORCH_CUDA_ARCH_LIST": "7.0;7.5"}
     res = run_setup(tmp_path, FUSEDINIT_REQUIRE_CUDA="1", CUDA_HOME=str(broken), **extra)
     assert res.returncode != 0
     assert "FUSEDINIT_REQUIRE_CUDA=1" in res.stdout, res.stdout
@@ -140,6 +145,8 @@ def test_require_cuda_fails_before_compiling(tmp_path, case):
         assert "contradict" in res.stdout
     elif torch.version.cuda is None:
         assert "without CUDA" in res.stdout
+    elif case == "old_archs_only":
+        assert "names no architecture the CUDA kernels support" in res.stdout, res.stdout
     else:
         assert "cuda_runtime.h" in res.stdout
     assert not list((tmp_path / "l").rglob("*.so"))  # nothing was built
@@ -165,7 +172,7 @@ def test_gencode_flags_drop_old_archs_and_refuse_nonsense():
     flags, note = setup_cuda.gencode_flags({"TORCH_CUDA_ARCH_LIST": "7.0;7.5;9.0"})
     assert flags == ["-gencode=arch=compute_90,code=sm_90"]
     assert "7.0, 7.5 dropped" in note and "Triton" in note
-    with pytest.raises(ValueError, match="no architecture.*8.0 or newer"):
-        setup_cuda.gencode_flags({"TORCH_CUDA_ARCH_LIST": "7.0"})
+    flags, reason = setup_cuda.gencode_flags({"TORCH_CUDA_ARCH_LIST": "7.0"})
+    assert flags == [] and "names no architecture" in reason and "8.0 or newer" in reason
     with pytest.raises(ValueError, match="TORCH_CUDA_ARCH_LIST: 'Hopper' is not"):
         setup_cuda.gencode_flags({"TORCH_CUDA_ARCH_LIST": "Hopper"})
