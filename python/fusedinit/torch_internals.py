@@ -58,6 +58,16 @@ REJECTION_OPS = ("aten::normal_", "aten::lt.Scalar", "aten::gt.Scalar",
 # mul_(std * sqrt(2)), add_(mean), clamp_(a, b).
 ERFINV_OPS = ("aten::uniform_", "aten::erfinv_", "aten::mul_.Scalar", "aten::add_.Scalar",
               "aten::clamp_")
+# A Python number given to mul_ / add_ reaches the dispatcher as either overload: timm 1.0.31's
+# `tensor.mul_(std * math.sqrt(2.))` is mul_.Tensor with a wrapped-number tensor under torch
+# 2.14.1. The engine's fold (models/folding.py) takes both when the operand is a scalar.
+_SCALAR_OVERLOAD = {"aten::mul_.Tensor": "aten::mul_.Scalar",
+                    "aten::add_.Tensor": "aten::add_.Scalar"}
+
+
+def same_chain(expected: Tuple[str, ...], got: Tuple[str, ...]) -> bool:
+    """Whether a traced op sequence is `expected`, either overload of a scalar mul_ / add_."""
+    return tuple(_SCALAR_OVERLOAD.get(name, name) for name in got) == tuple(expected)
 # How the uniform-proposal branch starts (not folded: it reads its draws).
 UNIFORM_BRANCH_OPS = ("aten::empty_like", "aten::empty_like", "aten::uniform_")
 # Ops that materialize Python scalars (new_tensor(a).item(), bool(mask.any())): no data of the
