@@ -42,6 +42,11 @@ def tensor_key(t: torch.Tensor) -> Optional[tuple]:
     return (storage, t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype, t.device)
 
 
+def storage_of_key(key: tuple) -> Tuple[int, torch.device]:
+    """storage_of(t) for t's tensor_key(t), without asking the tensor again."""
+    return (key[0], key[-1])
+
+
 def storage_of(t: torch.Tensor) -> Optional[Tuple[int, torch.device]]:
     t = local_tensor(t)
     try:
@@ -180,12 +185,12 @@ class InitSession:
         module's writes unless engine.py folds it into a parameter first (then dropped)."""
         key = tensor_key(t)
         self.temporaries[key] = label
-        self._put(key, t, with_stream(spec, param_stream(label)))
+        self._put(key, t, with_stream(spec, self._stream(label)))
 
     def _put(self, key: tuple, t: torch.Tensor, spec) -> None:
         """The pending write of `t` (key `key`) is now `spec`."""
         if key not in self.pending:
-            s = storage_of(t)
+            s = storage_of_key(key)
             self._storages[s] = self._storages.get(s, 0) + 1
         self.pending[key] = Pending(t.detach(), spec)
 

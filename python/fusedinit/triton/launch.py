@@ -105,15 +105,17 @@ def _capturing(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
-def device_state(device: torch.device) -> _DeviceState:
-    """The device's table and staging arena, made at the first use outside capture.
+def device_state(device: torch.device, capturing: Optional[bool] = None) -> _DeviceState:
+    """The device's table and staging arena, made at the first use outside capture
+    (`capturing`: whether the current stream is capturing, if the caller asked already).
 
     The first use cannot be inside CUDA graph capture: copying the table there would put a
     synchronizing copy (and an allocation the graph's pool would own) into the capture. That
     is refused with a clear error before any CUDA call; torch asks for a warm-up call outside
     capture anyway."""
     state = _devices.get(device)
-    capturing = _capturing(device)
+    if capturing is None:
+        capturing = _capturing(device)
     if state is not None and (capturing or state.staging is None
                               or state.staging.free_bytes >= _STAGING_BYTES // 2):
         return state
@@ -260,9 +262,10 @@ def _launch(dtype, layout, index_class, tensors, kinds, params, streams, padding
         first_block += -(-t.numel() // BLOCK)
     meta = torch.tensor(rows, dtype=torch.int64)
     flat_params = torch.tensor([float(x) for p in params for x in p], dtype=torch.float32)
-    state = device_state(device)  # before any CUDA call: may refuse a first use under capture
+    capturing = _capturing(device)
+    state = device_state(device, capturing)  # may refuse a first use under capture
     non_blocking = device.type == "cuda"
-    if _capturing(device):
+    if capturing:
         meta, flat_params = state.staging.hold(meta), state.staging.hold(flat_params)
     elif non_blocking:
         meta, flat_params = meta.pin_memory(), flat_params.pin_memory()
