@@ -68,14 +68,22 @@ def _uniform(draw):
 
 
 TRUNC_NORMAL = st.builds(fusedinit.TruncNormal, st.floats(-1, 1), st.floats(0.01, 3),
-                         st.floats(-3, -1.01), st.floats(1.01, 3), stream=U64)
+                         st.floats(-3, -1.01) | st.just(-math.inf),
+                         st.floats(1.01, 3) | st.just(math.inf), stream=U64)
 SPEC = st.one_of(NORMAL, _uniform(), TRUNC_NORMAL, st.builds(fusedinit.Constant, st.floats(-10, 10)))
 
 # Uniform endpoints near the float32 range, tiny and huge std (float16 subnormals and
 # overflow), zero std, a narrow uniform, both extreme tails of the truncated normal.
 EXTREME_SPECS = [fusedinit.Uniform(-1.5e38, 1.5e38), fusedinit.Normal(0, 1e-30),
                  fusedinit.Normal(0, 1e5), fusedinit.Normal(2, 0), fusedinit.Uniform(1, 1 + 2**-20),
-                 fusedinit.TruncNormal(0, 1, 4.5, 5.5), fusedinit.TruncNormal(0, 1, -5.5, -4.5)]
+                 fusedinit.TruncNormal(0, 1, 4.5, 5.5), fusedinit.TruncNormal(0, 1, -5.5, -4.5),
+                 # open sides: a normal, a half-normal (mirrored), an open lower side, a far
+                 # open tail, bounds beyond float32
+                 fusedinit.TruncNormal(0, 1, -math.inf, math.inf),
+                 fusedinit.TruncNormal(0.5, 2, 0.5, math.inf),
+                 fusedinit.TruncNormal(0, 0.02, -math.inf, 0.01),
+                 fusedinit.TruncNormal(-1, 1, 2, math.inf),
+                 fusedinit.TruncNormal(0, 1, -1e39, 1e39)]
 
 
 def raw_reference_of(tensor, spec, seed):

@@ -3,6 +3,7 @@ The file carries the contract version (docs/rng.md "Version"): a change to any v
 new version. tests/test_vectors.py checks every backend against it and that docs/rng.md shows
 the same numbers (this script rewrites that table too)."""
 import json
+import math
 import pathlib
 import sys
 
@@ -40,6 +41,12 @@ CASES = [
     _trunc(0.25, 0.02, 0.2, 0.3, "float16"),
     dict(name="trunc_normal(0,1,-2,2) float32", kind=2, params=TruncNormal(0, 1, -2, 2).params(),
          dtype="float32", spec=[0, 1, -2, 2]),
+    # Open sides (added last, contract version 1 unchanged: finite bounds give the values they
+    # gave): a normal drawn as a truncated one, a half-normal above its mean (drawn mirrored),
+    # and an open lower side. json writes the infinities as Infinity / -Infinity.
+    _trunc(0, 1, -math.inf, math.inf, "float32"),
+    _trunc(0.5, 2, 0.5, math.inf, "bfloat16"),
+    _trunc(0, 0.02, -math.inf, 0.01, "float16"),
 ]
 # The row of the docs/rng.md table that shows each case (seed 0, stream 0): the name with a
 # space after each comma.

@@ -68,7 +68,7 @@ class _WriteTracker(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self.written: Set[tuple] = set()
+        self.written: Set[int] = set()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -249,7 +249,7 @@ def deferred_init(fn: Callable[..., M], *args, **kwargs) -> M:
     return module
 
 
-def _collect(module: nn.Module, session: InitSession, written_storages: Set[tuple],
+def _collect(module: nn.Module, session: InitSession, written_storages: Set[int],
              who: str) -> DeferredRecord:
     """The record of a recording on `module`'s tensors (named in `session` provisionally or
     finally): each tensor's last init write, by its name in `module`; tensors that ops other
@@ -280,7 +280,7 @@ def record_on_meta_(module: nn.Module, init: Callable[[nn.Module], object], *,
     record, which a later `materialize_` - after sharding, say - writes. Buffers get their
     values for real; a buffer allocated here that `init` did not write goes back to meta, so
     that materialize_ names it."""
-    fresh: Set[tuple] = set()
+    fresh: Set[int] = set()
     moved: Dict[int, nn.Parameter] = {}  # a parameter shared by two modules stays shared
     with torch.no_grad():
         for m in module.modules():

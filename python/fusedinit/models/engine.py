@@ -64,11 +64,6 @@ def _make_spec(func, args, kwargs):
     return None
 
 
-def _scalar_key(x) -> tuple:
-    """A dict key telling apart what == does not: 1 / 1.0 / True and 0.0 / -0.0."""
-    return (type(x), x, x == 0 and math.copysign(1.0, x) < 0)
-
-
 # Specs are immutable: one object per distinct write (init code repeats a few thousand times
 # the same handful: ones, zeros, normal(0, 0.02)).
 _SPECS: Dict[tuple, object] = {}
@@ -83,8 +78,11 @@ def spec_of(func, args, kwargs):
     if kwargs and (kwargs.get("generator") is not None or len(kwargs) > 1
                    or "generator" not in kwargs):
         return None if kwargs.get("generator") is not None else _make_spec(func, args, kwargs)
+    # Each argument keyed so that what == does not tell apart is told apart (1 / 1.0 / True,
+    # 0.0 / -0.0); written out inline, as this runs once per intercepted write.
     try:
-        key = (id(func),) + tuple(map(_scalar_key, args[1:]))
+        key = (id(func), *[(type(x), x, x == 0 and math.copysign(1.0, x) < 0)
+                           for x in args[1:]])
     except TypeError:  # not a number
         return _make_spec(func, args, kwargs)
     spec = _SPECS.get(key)
@@ -138,8 +136,14 @@ class _Interceptor(TorchDispatchMode):
         self.first[id(aten.select.int)] = self._select
         self.then: Dict[int, Callable] = {id(op): self._write for op in _WRITES}
         self.then.update({id(op): self._chain for op in CHAIN_OPS})
+        self.fast: Dict[int, Callable] = {id(op): self._own_write for op in _WRITES}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        fast = self.fast.get(id(func))
+        if fast is not None:
+            result = fast(func, args, kwargs)
+            if result is not NOT_HANDLED:
+                return result
         kwargs = kwargs or {}
         first = self.first.get(id(func))
         if first is not None:
@@ -164,6 +168,20 @@ class _Interceptor(TorchDispatchMode):
         return self._barrier(func, args, kwargs)
 
     # -- stages ------------------------------------------------------------------------------
+    def _own_write(self, func, args, kwargs):
+        """The fast lane (most ops of an init pass): an init write to one of the module's own
+        parameter or buffer objects, while no row placeholder or temporary needs a look -
+        what the stages below do with it, without asking for its memory first."""
+        t = args[0] if args else None
+        row = self.session.own_row(t)
+        if row is None or self.rows.rows or self.temps.active():
+            return NOT_HANDLED
+        spec = spec_of(func, args, kwargs or {})
+        if spec is None or not self.session.queue_own(row, spec):
+            return NOT_HANDLED
+        self.watch.written(func, t)
+        return t
+
     def _mask(self, func, args, kwargs):
         handled, result = known_false_op(func, args, kwargs)
         return result if handled else NOT_HANDLED

@@ -61,6 +61,11 @@ def scalar(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def bound(x) -> bool:
+    """A bound torch's sampler compares against: a scalar, or an open side (+-inf)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and not math.isnan(x)
+
+
 def arg(args, kwargs, index, name, default):
     return args[index] if len(args) > index else kwargs.get(name, default)
 
@@ -152,7 +157,7 @@ Folded = Optional[Tuple[object, List[DeferredOp]]]
 def _after_mul(p: Pending, op: DeferredOp, k: float, kinds: tuple, exact32: bool) -> Folded:
     spec = p.spec
     if isinstance(spec, Uniform) and kinds == (Erfinv,):
-        return spec, p.ops + [op]
+        return spec, [*p.ops, op]
     if exact32 and k >= _SMALLEST_SCALE and _f32(k) >= _SMALLEST_SCALE:
         if isinstance(spec, Normal) and spec.padding_idx is None and spec.mean == 0 \
                 and spec.std == 1:
@@ -166,7 +171,7 @@ def _after_mul(p: Pending, op: DeferredOp, k: float, kinds: tuple, exact32: bool
 def _after_add(p: Pending, op: DeferredOp, m: float, kinds: tuple, exact32: bool) -> Folded:
     spec = p.spec
     if isinstance(spec, Uniform) and kinds == (Erfinv, Mul):
-        return spec, p.ops + [op]
+        return spec, [*p.ops, op]
     if exact32 and isinstance(spec, Normal) and spec.padding_idx is None and spec.mean == 0:
         try:
             return dataclasses.replace(spec, mean=m), []
@@ -263,7 +268,7 @@ def fold(session: InitSession, func, args, kwargs):
     if p is None:
         return False, None
     if func in (aten.lt.Scalar, aten.gt.Scalar):
-        if len(args) == 2 and not kwargs and scalar(args[1]):
+        if len(args) == 2 and not kwargs and bound(args[1]):
             return _compare(p, t, func, float(args[1]))
         return False, None
     step = step_of(func, args, kwargs)

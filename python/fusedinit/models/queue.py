@@ -8,15 +8,16 @@ global state: it is one object per recording, owned by whoever opened it."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from ..ops.api import init_many_
 from ..ops.sharding import is_dtensor
-from ..ops.specs import Constant, Normal
+from ..ops.specs import Constant, Normal, on_stream
 from .streams import param_stream
 
 
@@ -34,23 +35,30 @@ def local_tensor(t: torch.Tensor) -> torch.Tensor:
 def tensor_key(t: torch.Tensor) -> Optional[tuple]:
     """Identity of the memory a tensor covers: its storage object (shared by every alias,
     `.data` included, and distinct for distinct meta tensors too) and the region in it."""
-    t = local_tensor(t)
     try:
-        storage = t.untyped_storage()._cdata
+        return _key_of(local_tensor(t))
     except (RuntimeError, NotImplementedError):  # tensor subclasses without storage
         return None
-    return (storage, t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype, t.device)
 
 
-def storage_of_key(key: tuple) -> Tuple[int, torch.device]:
+def _key_of(t: torch.Tensor) -> tuple:
+    # One flat tuple (shape and stride have the same length, so the length says where each
+    # begins): a recording makes one per tensor, and nested tuples would be three.
+    return (t.untyped_storage()._cdata, t.storage_offset(), t.dtype, t.device, *t.shape,
+            *t.stride())
+
+
+def storage_of_key(key: tuple) -> int:
     """storage_of(t) for t's tensor_key(t), without asking the tensor again."""
-    return (key[0], key[-1])
+    return key[0]
 
 
-def storage_of(t: torch.Tensor) -> Optional[Tuple[int, torch.device]]:
+def storage_of(t: torch.Tensor) -> Optional[int]:
+    """The identity of the storage `t` views (its StorageImpl's address: one per storage, on
+    any device, meta included, for as long as the storage lives)."""
     t = local_tensor(t)
     try:
-        return (t.untyped_storage()._cdata, t.device)
+        return t.untyped_storage()._cdata
     except (RuntimeError, NotImplementedError):
         return None
 
@@ -59,7 +67,7 @@ def with_stream(spec, stream: int):
     """`spec` drawing from `stream`; a spec that draws nothing (Constant) has no stream and is
     returned as it is."""
     if _draws(spec):
-        return dataclasses.replace(spec, stream=stream)
+        return on_stream(spec, stream)
     return spec
 
 
@@ -90,13 +98,16 @@ class DeferredOp(NamedTuple):
     kwargs: dict
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Pending:
     """One queued write: `spec` for `tensor`, then `ops` run on the written values."""
 
     tensor: torch.Tensor
     spec: object
-    ops: List[DeferredOp] = dataclasses.field(default_factory=list)
+    ops: Sequence[DeferredOp] = ()  # replaced, never appended to: no list per queued write
+    # `tensor` is the module's own object, not an alias made for the queue: its memory is
+    # checked against the queued key when written (`.data` may have been replaced since).
+    own: bool = False
 
 
 class InitSession:
@@ -105,18 +116,33 @@ class InitSession:
     def __init__(self, root: nn.Module, seed: int, prefix: str = ""):
         self.root, self.seed = root, seed
         self.names: Dict[tuple, str] = {}
+        # The module's own tensor objects (DTensors aside: they are found by their shard), as
+        # columns: the engine's fast lane finds an op's tensor by identity (`id`, then `is`)
+        # before it asks for its memory. Columns, not an object per tensor: a recording of
+        # 10^5 parameters must not feed the garbage collector's full passes (each ~0.2 s
+        # with torch loaded) - it adds no tracked object per tensor.
+        self._own: Dict[int, int] = {}  # id(tensor object) -> its row in the columns below
+        self._own_tensors: List[torch.Tensor] = []
+        self._own_keys: List[tuple] = []
+        self._own_names: List[str] = []
+        self._own_floating: List[bool] = []
         # A contiguous view of a whole contiguous tensor (`weight.view(1, -1)`) covers the same
-        # elements in the same order: a write to it is a write to the tensor.
-        self._flat: Dict[tuple, Tuple[tuple, torch.Tensor]] = {}
-        for name, t in list(root.named_parameters(remove_duplicate=True)) + \
-                list(root.named_buffers(remove_duplicate=True)):
+        # elements in the same order: a write to it is a write to the tensor. Built when first
+        # needed (flat key -> row).
+        self._flat: Optional[Dict[tuple, int]] = None
+        for name, t in itertools.chain(root.named_parameters(remove_duplicate=True),
+                                       root.named_buffers(remove_duplicate=True)):
             key = tensor_key(t)
             if key is not None and key not in self.names:
-                self.names[key] = prefix + name
-                if t.is_contiguous() and not is_dtensor(t):
-                    self._flat.setdefault(_flat_key(t), (key, t))
+                self.names[key] = name = prefix + name
+                if not is_dtensor(t):
+                    self._own[id(t)] = len(self._own_tensors)
+                    self._own_tensors.append(t)
+                    self._own_keys.append(key)
+                    self._own_names.append(name)
+                    self._own_floating.append(t.is_floating_point())
         self.pending: Dict[tuple, Pending] = {}
-        self._storages: Dict[tuple, int] = {}  # storages with pending writes -> count
+        self._storages: Dict[int, int] = {}  # storages with pending writes -> count
         # name -> spec of every write flushed so far (meta tensors included, which init_many_
         # skips): what a recording on the meta device hands to a later, sharded write.
         self.written: Dict[str, object] = {}
@@ -165,13 +191,47 @@ class InitSession:
             return False
         name = self.names.get(key)
         if name is None:
-            if not t.is_contiguous() or is_dtensor(t) or _flat_key(t) not in self._flat:
+            row = self._flat_row(t)
+            if row is None:
                 return False
-            key, t = self._flat[_flat_key(t)]
-            name = self.names[key]
+            key, t, name = self._own_keys[row], self._own_tensors[row].detach(), self._own_names[row]
         if not t.is_floating_point() and not isinstance(spec, Constant):
             return False
-        self._put(key, t, with_stream(spec, self._stream(name)))
+        if _draws(spec):  # a constant needs no stream (hashing the name costs ~1.5 us)
+            spec = on_stream(spec, self._stream(name))
+        self._put(key, t, spec)
+        return True
+
+    def _flat_row(self, t: torch.Tensor) -> Optional[int]:
+        """The row of the module's contiguous tensor whose elements the contiguous `t` covers,
+        all and in order; or None."""
+        if not t.is_contiguous() or is_dtensor(t):
+            return None
+        if self._flat is None:
+            self._flat = {}
+            for row, own in enumerate(self._own_tensors):
+                if own.is_contiguous():
+                    self._flat.setdefault(_flat_key(own), row)
+        return self._flat.get(_flat_key(t))
+
+    def own_row(self, t) -> Optional[int]:
+        """The row of `t` if it is one of the module's own tensor objects (not an alias)."""
+        row = self._own.get(id(t))
+        return row if row is not None and self._own_tensors[row] is t else None
+
+    def queue_own(self, row: int, spec) -> bool:
+        """queue(t, spec) for the module's own tensor object in `row` (the engine's fast lane):
+        False, and nothing queued, if a watcher is open (queue() calls it), if the tensor's
+        memory is no longer what the recording found (`.data` was replaced) or if the spec
+        does not fit its dtype."""
+        t, key = self._own_tensors[row], self._own_keys[row]
+        if self._watchers or _key_of(t) != key:
+            return False
+        if not self._own_floating[row] and not isinstance(spec, Constant):
+            return False
+        if _draws(spec):
+            spec = on_stream(spec, self._stream(self._own_names[row]))
+        self._put(key, t, spec, own=True)
         return True
 
     def _stream(self, name: str) -> int:
@@ -187,12 +247,13 @@ class InitSession:
         self.temporaries[key] = label
         self._put(key, t, with_stream(spec, self._stream(label)))
 
-    def _put(self, key: tuple, t: torch.Tensor, spec) -> None:
-        """The pending write of `t` (key `key`) is now `spec`."""
+    def _put(self, key: tuple, t: torch.Tensor, spec, own: bool = False) -> None:
+        """The pending write of `t` (key `key`) is now `spec`. The queue holds an alias of `t`
+        (`t.detach()`), or with `own` the module's tensor object itself (no allocation)."""
         if key not in self.pending:
             s = storage_of_key(key)
             self._storages[s] = self._storages.get(s, 0) + 1
-        self.pending[key] = Pending(t.detach(), spec)
+        self.pending[key] = Pending(t if own else t.detach(), spec, own=own)
 
     def whole_temporary(self, t: torch.Tensor) -> Optional[tuple]:
         """The key of the pending temporary whose elements `t` covers, all and in order (the
@@ -280,11 +341,9 @@ class InitSession:
     def flush_temporaries(self) -> None:
         """Write the pending temporaries only (something reads one): the module's writes stay
         queued for the one op call at the end."""
-        keys = list(self.temporaries)
-        entries = [(k, self.pending[k]) for k in keys if k in self.pending]
-        for k in keys:
-            if k in self.pending:
-                self.drop_key(k)
+        entries = {k: self.pending[k] for k in self.temporaries if k in self.pending}
+        for k in entries:
+            self.drop_key(k)
         self._write(entries)
 
     def flush(self) -> None:
@@ -294,25 +353,35 @@ class InitSession:
         modules are already marked initialized, so it must never be silent."""
         if not self.pending:
             return
-        entries = list(self.pending.items())
+        pending, self.pending = self.pending, {}
         self.discard()
-        self._write(entries)
+        self._write(pending)
 
-    def _write(self, entries) -> None:
-        if not entries:
+    def _write(self, pending: Dict[tuple, Pending]) -> None:
+        """Write `pending` (taken off the queue). No object per entry is made but the op's
+        (tensor, spec) pairs: a recording of 10^5 tensors would feed the garbage collector."""
+        if not pending:
             return
-        for key, p in entries:
-            if key not in self.names:  # a temporary
-                continue
-            self.written[self.names[key]] = p.spec
-            if p.ops and p.tensor.device.type == "meta":
-                self.deferred_on_meta.append(self.names[key])
-        floating = [(p.tensor, p.spec) for _, p in entries if p.tensor.is_floating_point()]
+        live: List[Pending] = []
+        for key, p in pending.items():
+            name = self.names.get(key)
+            if name is not None:  # (a temporary has none)
+                self.written[name] = p.spec
+                if p.ops and p.tensor.device.type == "meta":
+                    self.deferred_on_meta.append(name)
+            # A module tensor whose `.data` was replaced after its write was queued no longer
+            # holds the memory the write was for: that memory is gone from the module, and the
+            # new memory is not this write's (stock torch wrote the old memory, before the
+            # swap). Only `.data =` and swap_tensors change it unseen, and both change the
+            # storage: ops that change a tensor's view in place are barriers (queue written).
+            if not p.own or p.tensor.untyped_storage()._cdata == key[0]:
+                live.append(p)
+        floating = [(p.tensor, p.spec) for p in live if p.tensor.is_floating_point()]
         with torch.no_grad():
             init_many_(floating, seed=self.seed)
-            for _, p in entries:
+            for p in live:
                 if not p.tensor.is_floating_point():
                     p.tensor.fill_(p.spec.value)
-            for _, p in entries:
+            for p in live:
                 for op in p.ops:
                     op.func(*op.args, **op.kwargs)
