@@ -74,7 +74,8 @@ def test_bad_uniform_bounds(a, b):
 
 
 @pytest.mark.parametrize("kwargs", [dict(a=1.0, b=1.0), dict(a=2.0, b=-2.0), dict(a=10.0, b=11.0),
-                                    dict(std=-0.1), dict(b=float("inf")), dict(mean=3.0, std=0.0, a=-1.0, b=1.0)])
+                                    dict(std=-0.1), dict(b=float("nan")), dict(a=float("inf"), b=float("inf")),
+                                    dict(mean=3.0, std=0.0, a=-1.0, b=1.0)])
 def test_bad_trunc_normal(kwargs):
     untouched(ValueError, fusedinit.trunc_normal_, filled(), **kwargs)
 

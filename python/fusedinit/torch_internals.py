@@ -218,6 +218,14 @@ def dispatch_has_kernel(op_name_: str, dispatch_key: str) -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key(op_name_, dispatch_key)
 
 
+def outside_dispatch_modes():
+    """A context with this thread's dispatch modes taken off the stack (and put back after):
+    deferred_init computes a buffer's real value from a registration hook with its own modes
+    active (`torch.utils._python_dispatch._disable_current_modes`, in 2.13 / 2.14)."""
+    from torch.utils._python_dispatch import _disable_current_modes
+    return _disable_current_modes()
+
+
 def strided_shard_type():
     """DTensor's `_StridedShard` placement (FSDP2 over TP), or None in a torch without it
     (private: torch.distributed.tensor.placement_types, 2.13 / 2.14)."""

@@ -34,13 +34,15 @@ from torch.nn.modules.module import (register_module_buffer_registration_hook,
                                      register_module_parameter_registration_hook)
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import tree_leaves, tree_map
 
 from ..ops.seed import resolve_seed
-from .engine import recording
+from . import constructor_values as values
+from .engine import is_view, recording
 from .queue import InitSession, storage_of, tensor_key
 from ..ops.sharding import is_dtensor
-from ..torch_internals import frame_takes_rejection_branch, trunc_normal_code
+from ..torch_internals import (frame_takes_rejection_branch, outside_dispatch_modes,
+                               trunc_normal_code)
 
 aten = torch.ops.aten
 M = TypeVar("M", bound=nn.Module)
@@ -59,6 +61,9 @@ class DeferredRecord:
 
     specs: Dict[str, object]        # the last init write of each parameter / buffer
     unrecorded: Dict[str, str]      # name -> why its constructor init could not be recorded
+    # name -> the real value a parameter was registered with, computed without any draw
+    # (`torch.tensor(2.5)`, `torch.arange(n).float()`): written as it is
+    values: Dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
 
 class _WriteTracker(TorchDispatchMode):
@@ -95,6 +100,15 @@ class _ConstructionTracker(_WriteTracker):
     def __init__(self):
         super().__init__()
         self.session = self.construction = None  # set once the recording is open
+        # Ruled tensors (constructor_values.py), by storage: (dtype, requested device, the
+        # key of the tensor the rule was made for). A whole view shares its entry.
+        self.ruled: Dict[int, Tuple[torch.dtype, torch.device, tuple]] = {}
+        # Storages holding values realized from a draw or from `empty`, or computed from them.
+        self.tainted: Set[int] = set()
+        # Meta storage of a realized ruled tensor -> its real value (the whole storage): every
+        # later use of that tensor or of a view of it takes the same view of the real value.
+        self.realized: Dict[int, torch.Tensor] = {}
+        self.parameters: Set[int] = set()  # storages registered as parameters: never realized
 
     def _inherit(self, dest: torch.Tensor, src: torch.Tensor) -> None:
         names, written = self.construction.names, self.session.written
@@ -110,10 +124,118 @@ class _ConstructionTracker(_WriteTracker):
         else:
             self.written.discard(storage_of(dest))
 
+    # -- ruled tensors ----------------------------------------------------------------------
+    def _rule(self, t: torch.Tensor):
+        """The rule a ruled tensor follows now: its pending write, else its last written one,
+        else UNSET; None for an unfinished chain (no rule: it is realized as `empty`)."""
+        return self._rule_of_key(tensor_key(t))
+
+    def _rule_of_key(self, key: tuple):
+        p = self.session.pending.get(key)
+        if p is not None:
+            return None if p.ops else p.spec
+        name = self.construction.names.get(key)
+        return self.session.written.get(name, values.UNSET) if name is not None else values.UNSET
+
+    def _ruled_entry(self, t):
+        if isinstance(t, torch.Tensor) and t.device.type == "meta":
+            return self.ruled.get(storage_of(t))
+        return None
+
+    def real_view(self, t):
+        """`t` itself, or for a realized ruled tensor (or a view of it) the same view of its
+        real value."""
+        if isinstance(t, torch.Tensor) and t.device.type == "meta" and self.realized:
+            real = self.realized.get(storage_of(t))
+            if real is not None:
+                return real.as_strided(t.shape, t.stride(), t.storage_offset())
+        return t
+
+    def _make_ruled(self, out: torch.Tensor, rule, dtype: torch.dtype,
+                    device: torch.device) -> None:
+        self.ruled[storage_of(out)] = (dtype, device, tensor_key(out))
+        if rule is values.UNSET or rule is None:
+            return
+        self.session.queue(out, rule)  # named by the watcher, replaced by later writes
+
+    def realize(self, t: torch.Tensor) -> torch.Tensor:
+        """The real value of the ruled tensor whose storage `t` views (computed now, once),
+        as `t` views it."""
+        storage = storage_of(t)
+        dtype, device, key = self.ruled.pop(storage)
+        rule = self._rule_of_key(key)
+        if key in self.session.pending:
+            self.session.drop_key(key)
+        with outside_dispatch_modes():
+            real = values.realize(rule if rule is not None else values.UNSET,
+                                  key[4:4 + (len(key) - 4) // 2], dtype, device)
+        self.realized[storage] = real
+        if rule is None or values.draws(rule):
+            self.tainted.add(storage_of(real))
+        return self.real_view(t)
+
+    def _ruled_op(self, func, args, kwargs):
+        """(handled, result) for an op on ruled tensors: a factory makes one, scalar arithmetic
+        or a whole copy makes one from one, a whole view shares one; any other op realizes the
+        ruled tensors it takes first (and is then run by the caller)."""
+        made = values.factory_rule(func, args, kwargs)
+        if made is not None:
+            rule, dtype, device = made
+            out = func(*args, **{**kwargs, "device": torch.device("meta")})
+            self._make_ruled(out, rule, dtype, device)
+            return True, out
+        src = args[0] if args else None
+        entry = self._ruled_entry(src)
+        if entry is not None and _whole_meta(src):
+            rule = self._rule(src)
+            new = values.affine_rule(func, args, kwargs, rule, src.dtype) \
+                if rule is not None else None
+            if new is not None:
+                out = func(*args, **kwargs)
+                if isinstance(out, torch.Tensor) and out.dtype.is_floating_point:
+                    self._make_ruled(out, new, out.dtype, entry[1])
+                    return True, out
+                return True, out
+            if func in (aten.clone.default, aten._to_copy.default) and rule is not None:
+                device = kwargs.get("device") or entry[1]
+                out = func(*args, **{**kwargs, "device": torch.device("meta")}
+                           if "device" in kwargs else kwargs)
+                if isinstance(out, torch.Tensor) and out.dtype.is_floating_point:
+                    self._make_ruled(out, values.cast_rule(rule, out.dtype), out.dtype,
+                                     torch.device(device))
+                return True, out
+            if is_view(func):
+                out = func(*args, **kwargs)
+                if isinstance(out, torch.Tensor) and out.numel() == src.numel() \
+                        and out.is_contiguous():
+                    return True, out  # shares the storage, and so the entry
+                # a part of it: taken from the real value (realized below)
+        for t in tree_leaves((args, kwargs)):
+            if self._ruled_entry(t) is not None and storage_of(t) not in self.parameters:
+                self.realize(t)
+        return False, None
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if self.construction is None:
             return super().__torch_dispatch__(func, types, args, kwargs)
+        handled, out = self._ruled_op(func, args, kwargs)
+        if handled:
+            return out
+        if kwargs.get("device") is not None and values.here(kwargs["device"]) != kwargs["device"]:
+            kwargs = {**kwargs, "device": values.here(kwargs["device"])}
+        if self.realized:
+            args, kwargs = tree_map(self.real_view, (args, kwargs))
+        if self.tainted and any(isinstance(t, torch.Tensor) and storage_of(t) in self.tainted
+                                for t in tree_leaves((args, kwargs))):
+            out = self._inner(func, types, args, kwargs)
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    self.tainted.add(storage_of(t))
+            return out
+        return self._inner(func, types, args, kwargs)
+
+    def _inner(self, func, types, args, kwargs):
         names = self.construction.names
         if func in (aten.clone.default, aten._to_copy.default) and args \
                 and _whole_meta(args[0]) and tensor_key(args[0]) in names:
@@ -149,6 +271,12 @@ class _LiveTensors(TorchFunctionMode):
             caller = sys._getframe(1)
             if caller.f_code is trunc_normal_code() and frame_takes_rejection_branch(caller):
                 return False
+        if kwargs and kwargs.get("device") is not None:
+            # A factory for a device this machine lacks ("cuda" without a GPU) would fail
+            # before any dispatch: it runs for the CPU (a parameter's value is on meta anyway).
+            here = values.here(kwargs["device"])
+            if here.type != torch.device(kwargs["device"]).type:
+                kwargs = {**kwargs, "device": here}
         return func(*args, **(kwargs or {}))
 
 
@@ -156,11 +284,15 @@ class _Construction:
     """Names every tensor a constructor registers (provisionally: the module has no names
     yet) so the engine queues its init writes, and moves parameters to the meta device."""
 
-    def __init__(self, names: Dict[tuple, str]):
+    def __init__(self, names: Dict[tuple, str], tracker: "_ConstructionTracker"):
         self.names = names
+        self.tracker = tracker
         # Every registered tensor stays referenced while recording, so no storage id is reused
         # by a later tensor while its provisional name is in the table.
         self.tensors: List[torch.Tensor] = []
+        # Storage of a parameter's meta stand-in -> the real value it was registered with
+        # (computed without a draw), or None when that value came from a draw (tainted).
+        self.registered_real: Dict[int, Optional[torch.Tensor]] = {}
 
     def name(self, t: torch.Tensor) -> None:
         key = tensor_key(t)
@@ -168,19 +300,40 @@ class _Construction:
             self.names[key] = f"<constructor tensor {len(self.tensors)}>"
             self.tensors.append(t)
 
+    def whole_view_name(self, t: torch.Tensor) -> Optional[str]:
+        """The name of the ruled tensor `t` is a whole contiguous view of, if any."""
+        entry = self.tracker.ruled.get(storage_of(t))
+        if entry is None or not t.is_contiguous() or t.storage_offset() != 0:
+            return None
+        base = entry[2]
+        return self.names.get(base) if t.numel() * t.element_size() == \
+            t.untyped_storage().nbytes() else None
+
     def on_parameter(self, module, name, param):
         if _building.get() is not self or param is None:
             return None
         replaced = None
-        if param.device.type != "meta" and not is_dtensor(param):
+        value = self.tracker.real_view(param)
+        if value.device.type != "meta" and not is_dtensor(param):
+            tainted = storage_of(value) in self.tracker.tainted
+            real = None if tainted else value.detach()
             param = replaced = _on_meta(param)
+            self.registered_real[storage_of(param)] = real
+            self.tensors.append(param)
+        self.tracker.parameters.add(storage_of(param))
         self.name(param)
         return replaced
 
     def on_buffer(self, module, name, buffer):
-        if _building.get() is self and buffer is not None:
-            self.name(buffer)
-        return None
+        if _building.get() is not self or buffer is None:
+            return None
+        replaced = None
+        if self.tracker._ruled_entry(buffer) is not None:  # buffers hold real values
+            buffer = replaced = self.tracker.realize(buffer)
+        elif self.tracker.real_view(buffer) is not buffer:
+            buffer = replaced = self.tracker.real_view(buffer)
+        self.name(buffer)
+        return replaced
 
 
 def _on_meta(param: nn.Parameter) -> nn.Parameter:
@@ -219,7 +372,7 @@ def deferred_init(fn: Callable[..., M], *args, **kwargs) -> M:
     # of a queued tensor is a barrier).
     tracker = _ConstructionTracker()
     with tracker, recording(holder, seed=0) as session:
-        construction = _Construction(session.names)
+        construction = _Construction(session.names, tracker)
         tracker.session, tracker.construction = session, construction
 
         def name_new(t: torch.Tensor) -> None:
@@ -245,20 +398,33 @@ def deferred_init(fn: Callable[..., M], *args, **kwargs) -> M:
             _building.reset(token)
         if not isinstance(module, nn.Module):
             raise TypeError(f"fn must return an nn.Module, got {type(module).__name__}")
-    module.__dict__[_RECORD_ATTR] = _collect(module, session, tracker.written, "its constructor")
+    module.__dict__[_RECORD_ATTR] = _collect(module, session, tracker.written, "its constructor",
+                                             construction)
     return module
 
 
 def _collect(module: nn.Module, session: InitSession, written_storages: Set[int],
-             who: str) -> DeferredRecord:
+             who: str, construction: Optional[_Construction] = None) -> DeferredRecord:
     """The record of a recording on `module`'s tensors (named in `session` provisionally or
     finally): each tensor's last init write, by its name in `module`; tensors that ops other
     than init writes wrote (`written_storages`) are unrecorded, unless they are real buffers,
     whose computed values are kept."""
     specs: Dict[str, object] = {}
     unrecorded: Dict[str, str] = {}
+    kept: Dict[str, torch.Tensor] = {}
     for name, t, is_param in _named_tensors(module):
         recorded_as = session.names.get(tensor_key(t))
+        if construction is not None:
+            if recorded_as is None:  # a whole view of a ruled tensor: the tensor's name
+                recorded_as = construction.whole_view_name(t)
+            real = construction.registered_real.get(storage_of(t), False)
+            if real is None and recorded_as not in session.written:
+                unrecorded[name] = (f"{who} computed it from values drawn with torch's "
+                                    "generator by ops fusedinit cannot record (only scalar "
+                                    "arithmetic on a factory's or an init write's values is)")
+                continue
+            if real is not False and real is not None:
+                kept[name] = real
         if recorded_as is None:
             continue
         if storage_of(t) in written_storages:
@@ -268,7 +434,7 @@ def _collect(module: nn.Module, session: InitSession, written_storages: Set[int]
             continue  # a real buffer: its computed value is kept
         if recorded_as in session.written:
             specs[name] = session.written[recorded_as]
-    return DeferredRecord(specs, unrecorded)
+    return DeferredRecord(specs, unrecorded, kept)
 
 
 def record_on_meta_(module: nn.Module, init: Callable[[nn.Module], object], *,
@@ -310,7 +476,8 @@ def record_on_meta_(module: nn.Module, init: Callable[[nn.Module], object], *,
         new = DeferredRecord({k: v for k, v in old.specs.items() if k not in new.unrecorded}
                              | new.specs,
                              {k: v for k, v in old.unrecorded.items() if k not in new.specs}
-                             | new.unrecorded)
+                             | new.unrecorded,
+                             {k: v for k, v in old.values.items() if k not in new.unrecorded})
     module.__dict__[_RECORD_ATTR] = new
     return new
 
@@ -455,6 +622,8 @@ def allocate_and_write_(module: M, device: torch.device, seed: int, *,
     kept = {name: t.detach() if is_param else t for name, t, is_param in _named_tensors(module)
             if (keep_parameters or not is_param) and t.device.type != "meta"
             and not is_dtensor(t)}
+    if record is not None:  # real values the constructor registered (no draw in them)
+        kept.update({name: t for name, t in record.values.items() if name not in kept})
     saved = _snapshot(module)
     try:
         _allocate_and_write(module, device, seed, record, init, kept, around,

@@ -106,7 +106,7 @@ def _writes_plus_zero(spec) -> bool:
 _VIEWS: Dict[object, bool] = {}
 
 
-def _is_view(func) -> bool:
+def is_view(func) -> bool:
     """Ops that return an alias without writing (select, view, detach, ...): no data is read."""
     known = _VIEWS.get(func)
     if known is None:
@@ -230,7 +230,7 @@ class _Interceptor(TorchDispatchMode):
         """Run the op; first write the queue if it reads memory with a pending write (a copy_
         over a whole pending tensor instead makes that write unneeded)."""
         session = self.session
-        if not session.pending or _is_view(func):
+        if not session.pending or is_view(func):
             return func(*args, **kwargs)
         tensors = list(tensors_of(args, kwargs))
         if any(session.touches_pending(t) for t in tensors):

@@ -1,0 +1,204 @@
+"""deferred_init records what a constructor computes before it registers a parameter: factory
+values (zeros, ones, full, empty, randn, rand, normal, *_like) with in-place init writes and
+scalar arithmetic are recorded as that spec on the final name's stream, constants exactly;
+nothing of parameter size is allocated; buffers are computed for real; anything else is named
+by materialize_, never guessed."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import fusedinit
+from conftest import assert_bitwise_equal
+from fusedinit import param_stream
+from fusedinit.models.deferred import deferred_record
+from fusedinit.ops.specs import Constant, Normal, Uniform
+
+SEED = 7
+D, N = 16, 6
+
+
+class Idioms(nn.Module):
+    def __init__(self, device=None):
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D, device=device))
+        self.pos = nn.Parameter(torch.empty(1, N, D, device=device).normal_(std=0.02))
+        self.logit_scale = nn.Parameter(torch.ones([], device=device) * math.log(1 / 0.07))
+        self.gamma = nn.Parameter(1e-5 * torch.ones(D, device=device))
+        self.w = nn.Parameter(torch.randn(D, 4, device=device) * D ** -0.5)
+        self.u = nn.Parameter((torch.rand(D, device=device) - 0.5) * 2)
+        self.shift = nn.Parameter(3.0 - torch.full((D,), 0.1, device=device))
+        self.scalar = nn.Parameter(torch.tensor(2.5))
+        pe = torch.zeros(N, D, device=device)
+        pos = torch.arange(N, device=device).float()[:, None]
+        pe[:, 0::2] = torch.sin(pos / 100)
+        pe[:, 1::2] = torch.cos(pos / 100)
+        self.register_buffer("pe", pe)
+        self.register_buffer("mask", torch.ones(N, N, device=device).tril())
+        self.lin = nn.Linear(D, D, device=device)
+
+
+def _stock_pe():
+    pe = torch.zeros(N, D)
+    pos = torch.arange(N).float()[:, None]
+    pe[:, 0::2] = torch.sin(pos / 100)
+    pe[:, 1::2] = torch.cos(pos / 100)
+    return pe
+
+
+def test_values_computed_before_registration_are_recorded():
+    model = fusedinit.deferred_init(Idioms)
+    assert all(p.is_meta for p in model.parameters())
+    record = deferred_record(model)
+    specs = {k: (type(v), getattr(v, "value", None)) for k, v in record.specs.items()}
+    assert specs["cls_token"] == (Constant, 0.0)
+    # Constants exactly as torch computes them in float32.
+    assert specs["logit_scale"] == (Constant, (torch.ones([]) * math.log(1 / 0.07)).item())
+    assert specs["gamma"] == (Constant, (1e-5 * torch.ones(1)).item())
+    assert specs["shift"] == (Constant, (3.0 - torch.full((1,), 0.1)).item())
+    pos, w, u = record.specs["pos"], record.specs["w"], record.specs["u"]
+    assert isinstance(pos, Normal) and (pos.mean, pos.std) == (0.0, 0.02)
+    assert isinstance(w, Normal) and w.mean == 0.0 and math.isclose(w.std, D ** -0.5)
+    assert isinstance(u, Uniform) and (u.a, u.b) == (-1.0, 1.0)
+    assert_bitwise_equal(record.values["scalar"], torch.tensor(2.5))
+    assert not record.unrecorded
+    # Buffers were computed for real, as stock torch computes them.
+    assert_bitwise_equal(model.pe, _stock_pe())
+    assert_bitwise_equal(model.mask, torch.ones(N, N).tril())
+
+
+def test_materialize_writes_the_recorded_rules_in_one_op_call(op_calls):
+    model = fusedinit.materialize_(fusedinit.deferred_init(Idioms), device="cpu", seed=SEED)
+    assert op_calls == [9], op_calls  # every floating parameter but the kept one, one call
+    expected = fusedinit.normal_(torch.empty(1, N, D), 0.0, 0.02, seed=SEED,
+                                 stream=param_stream("pos"))
+    assert_bitwise_equal(model.pos.detach(), expected)
+    expected = fusedinit.uniform_(torch.empty(D), -1.0, 1.0, seed=SEED, stream=param_stream("u"))
+    assert_bitwise_equal(model.u.detach(), expected)
+    assert_bitwise_equal(model.cls_token.detach(), torch.zeros(1, 1, D))
+    assert float(model.logit_scale) == (torch.ones([]) * math.log(1 / 0.07)).item()
+    assert float(model.scalar) == 2.5
+    assert_bitwise_equal(model.pe, _stock_pe())
+    again = fusedinit.materialize_(fusedinit.deferred_init(Idioms), device="cpu", seed=SEED)
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert_bitwise_equal(a, b, name)
+
+
+def test_a_cuda_constructor_is_deferred_on_a_machine_without_a_gpu():
+    """Factories asked for "cuda" make meta tensors: the model is recorded, its buffers are
+    computed on the CPU (materialize_ moves them to the device it is given)."""
+    model = fusedinit.deferred_init(Idioms, device="cuda")
+    assert model.pos.is_meta and model.pe.device.type in ("cpu", "cuda")
+    model = fusedinit.materialize_(model, device="cpu", seed=SEED)
+    assert_bitwise_equal(model.pe, _stock_pe())
+
+
+def test_nothing_of_parameter_size_is_allocated():
+    """A draw of 2^40 elements (4 TiB) before registration: stock torch cannot even allocate
+    it; deferred_init records it."""
+    class Huge(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(2**20, 2**20) * 0.02)
+            self.b = nn.Parameter(torch.zeros(2**20, 2**20))
+
+    model = fusedinit.deferred_init(Huge)
+    record = deferred_record(model)
+    assert isinstance(record.specs["w"], Normal) and math.isclose(record.specs["w"].std, 0.02)
+    assert record.specs["b"] == Constant(0.0)
+
+
+class Unrecordable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.ok = nn.Parameter(torch.randn(8) * 2)
+        self.exp = nn.Parameter(torch.randn(8).exp())           # a draw, then a non-affine op
+        self.mixed = nn.Parameter(torch.randn(8) * torch.rand(8))  # two draws multiplied
+        self.empty = nn.Parameter(torch.empty(8))              # nothing ever written
+
+
+def test_what_cannot_be_recorded_is_named_never_guessed():
+    model = fusedinit.deferred_init(Unrecordable)
+    record = deferred_record(model)
+    assert set(record.unrecorded) == {"exp", "mixed"}
+    with pytest.raises(RuntimeError, match="left uninitialized: exp .*mixed .*empty"):
+        fusedinit.materialize_(model, device="cpu", seed=SEED)
+    assert model.ok.is_meta  # nothing half-done is handed back
+
+
+def test_a_later_init_write_covers_an_unrecordable_value():
+    class Covered(Unrecordable):
+        def __init__(self):
+            super().__init__()
+            for p in (self.exp, self.mixed, self.empty):
+                nn.init.ones_(p)
+
+    model = fusedinit.materialize_(fusedinit.deferred_init(Covered), device="cpu", seed=SEED)
+    assert bool((model.exp == 1).all()) and bool((model.empty == 1).all())
+
+
+def test_in_place_scalar_arithmetic_and_chains_on_a_factory_value():
+    class Chains(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Parameter(torch.randn(64, 64).mul_(0.5))
+            self.b = nn.Parameter((torch.rand(32) * 4 - 2) / 2)
+            self.c = nn.Parameter(-torch.randn(32) + 1)
+
+    record = deferred_record(fusedinit.deferred_init(Chains))
+    b, c = record.specs["b"], record.specs["c"]
+    assert isinstance(b, Uniform) and (b.a, b.b) == (-1.0, 1.0)
+    assert isinstance(c, Normal) and (c.mean, c.std) == (1.0, 1.0)
+    model = fusedinit.materialize_(fusedinit.deferred_init(Chains), device="cpu", seed=SEED)
+    # the in-place mul_ on the queued draw is the engine's chain: recorded or named, never
+    # a wrong value
+    assert model.a.std().item() == pytest.approx(0.5, rel=0.05)
+
+
+def _rules_match(deferred: nn.Module, stock: nn.Module) -> None:
+    """Every parameter of the deferred model follows the stock model's rule: constants bit for
+    bit, others with mean and std within bounds from the sample size."""
+    for (name, a), b in zip(deferred.named_parameters(), stock.parameters()):
+        a, b = a.detach().double().flatten(), b.detach().double().flatten()
+        if bool((b == b[0]).all()):
+            assert_bitwise_equal(a, b, name)
+            continue
+        n = a.numel()
+        if n < 64:
+            continue
+        sd = float(b.std())
+        assert abs(float(a.mean()) - float(b.mean())) < 8 * sd / math.sqrt(n), name
+        assert abs(float(a.std()) / sd - 1) < 8 / math.sqrt(n) + 0.02, name
+
+
+def test_timm_vision_transformer_as_shipped(op_calls):
+    timm = pytest.importorskip("timm")
+    kwargs = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4,
+                  num_classes=10, class_token=True, reg_tokens=2)
+    torch.manual_seed(0)
+    stock = timm.models.vision_transformer.VisionTransformer(**kwargs)
+    model = fusedinit.deferred_init(timm.models.vision_transformer.VisionTransformer, **kwargs)
+    assert not deferred_record(model).unrecorded, deferred_record(model).unrecorded
+    fusedinit.materialize_(model, device="cpu", seed=SEED)
+    assert len(op_calls) == 1
+    _rules_match(model, stock)
+    assert bool(torch.isfinite(model(torch.randn(2, 3, 32, 32))).all())
+
+
+def test_transformers_clip_as_shipped(op_calls):
+    transformers = pytest.importorskip("transformers")
+    text = dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=16)
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                  num_attention_heads=4, image_size=16, patch_size=4)
+    config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+    torch.manual_seed(0)
+    stock = transformers.CLIPModel(config)
+    model = fusedinit.deferred_init(transformers.CLIPModel, config)
+    fusedinit.materialize_(model, device="cpu", seed=SEED)
+    assert len(op_calls) == 1
+    _rules_match(model, stock)
+    assert float(model.logit_scale) == float(stock.logit_scale)
+    out = model(input_ids=torch.randint(0, 99, (2, 5)), pixel_values=torch.randn(2, 3, 16, 16))
+    assert bool(torch.isfinite(out.logits_per_image).all())
