@@ -81,8 +81,12 @@ def spec_of(func, args, kwargs):
     # Each argument keyed so that what == does not tell apart is told apart (1 / 1.0 / True,
     # 0.0 / -0.0); written out inline, as this runs once per intercepted write.
     try:
-        key = (id(func), *[(type(x), x, x == 0 and math.copysign(1.0, x) < 0)
-                           for x in args[1:]])
+        if len(args) == 2:  # fill_(value): the most common write
+            x = args[1]
+            key = (id(func), type(x), x, x == 0 and math.copysign(1.0, x) < 0)
+        else:
+            key = (id(func), *[(type(x), x, x == 0 and math.copysign(1.0, x) < 0)
+                               for x in args[1:]])
     except TypeError:  # not a number
         return _make_spec(func, args, kwargs)
     spec = _SPECS.get(key)
@@ -179,7 +183,8 @@ class _Interceptor(TorchDispatchMode):
         spec = spec_of(func, args, kwargs or {})
         if spec is None or not self.session.queue_own(row, spec):
             return NOT_HANDLED
-        self.watch.written(func, t)
+        if self.watch.calls or type(spec) is not Constant:  # (constants begin no chain)
+            self.watch.written(func, t)
         return t
 
     def _mask(self, func, args, kwargs):

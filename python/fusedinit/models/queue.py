@@ -18,6 +18,7 @@ from torch import nn
 from ..ops.api import init_many_
 from ..ops.sharding import is_dtensor
 from ..ops.specs import Constant, Normal, on_stream
+from ..torch_internals import storage_address
 from .streams import param_stream
 
 
@@ -44,8 +45,7 @@ def tensor_key(t: torch.Tensor) -> Optional[tuple]:
 def _key_of(t: torch.Tensor) -> tuple:
     # One flat tuple (shape and stride have the same length, so the length says where each
     # begins): a recording makes one per tensor, and nested tuples would be three.
-    return (t.untyped_storage()._cdata, t.storage_offset(), t.dtype, t.device, *t.shape,
-            *t.stride())
+    return (storage_address(t), t.storage_offset(), t.dtype, t.device, *t.shape, *t.stride())
 
 
 def storage_of_key(key: tuple) -> int:
@@ -58,7 +58,7 @@ def storage_of(t: torch.Tensor) -> Optional[int]:
     any device, meta included, for as long as the storage lives)."""
     t = local_tensor(t)
     try:
-        return t.untyped_storage()._cdata
+        return storage_address(t)
     except (RuntimeError, NotImplementedError):
         return None
 
@@ -71,9 +71,17 @@ def with_stream(spec, stream: int):
     return spec
 
 
+def _version_of(t: torch.Tensor) -> Optional[int]:
+    """t's version counter; None for a tensor without one (made in inference mode)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
 def _flat_key(t: torch.Tensor) -> tuple:
     """The elements of a contiguous tensor, in order, regardless of its shape."""
-    return (t.untyped_storage()._cdata, t.storage_offset(), t.numel(), t.dtype, t.device)
+    return (storage_address(t), t.storage_offset(), t.numel(), t.dtype, t.device)
 
 
 _DRAWS: Dict[type, bool] = {}
@@ -126,6 +134,9 @@ class InitSession:
         self._own_keys: List[tuple] = []
         self._own_names: List[str] = []
         self._own_floating: List[bool] = []
+        # Its version counter at open: an in-place op that ran on it since (a barrier's real
+        # write, `t_()`, `resize_()`) changes it, and the general path then takes its writes.
+        self._own_versions: List[int] = []
         # A contiguous view of a whole contiguous tensor (`weight.view(1, -1)`) covers the same
         # elements in the same order: a write to it is a write to the tensor. Built when first
         # needed (flat key -> row).
@@ -135,12 +146,14 @@ class InitSession:
             key = tensor_key(t)
             if key is not None and key not in self.names:
                 self.names[key] = name = prefix + name
-                if not is_dtensor(t):
+                version = _version_of(t)
+                if not is_dtensor(t) and version is not None:
                     self._own[id(t)] = len(self._own_tensors)
                     self._own_tensors.append(t)
                     self._own_keys.append(key)
                     self._own_names.append(name)
                     self._own_floating.append(t.is_floating_point())
+                    self._own_versions.append(version)
         self.pending: Dict[tuple, Pending] = {}
         self._storages: Dict[int, int] = {}  # storages with pending writes -> count
         # name -> spec of every write flushed so far (meta tensors included, which init_many_
@@ -225,13 +238,18 @@ class InitSession:
         memory is no longer what the recording found (`.data` was replaced) or if the spec
         does not fit its dtype."""
         t, key = self._own_tensors[row], self._own_keys[row]
-        if self._watchers or _key_of(t) != key:
+        # Unchanged since the recording opened: the same storage (`.data =` and swap_tensors
+        # change it, unseen by the dispatcher) at the same offset, and no in-place op since
+        # (one that changes the view bumps the version). Three reads, not the whole key: each
+        # costs ~0.5 us here.
+        if (self._watchers or storage_address(t) != key[0] or t.storage_offset() != key[1]
+                or t._version != self._own_versions[row]):
             return False
-        if not self._own_floating[row] and not isinstance(spec, Constant):
-            return False
-        if _draws(spec):
+        if type(spec) is not Constant:  # (a constant needs no stream: no name hashed)
+            if not self._own_floating[row] or not _draws(spec):
+                return False
             spec = on_stream(spec, self._stream(self._own_names[row]))
-        self._put(key, t, spec, own=True)
+        self._put(key, t, spec, True)
         return True
 
     def _stream(self, name: str) -> int:
@@ -251,9 +269,9 @@ class InitSession:
         """The pending write of `t` (key `key`) is now `spec`. The queue holds an alias of `t`
         (`t.detach()`), or with `own` the module's tensor object itself (no allocation)."""
         if key not in self.pending:
-            s = storage_of_key(key)
+            s = key[0]  # storage_of_key(key)
             self._storages[s] = self._storages.get(s, 0) + 1
-        self.pending[key] = Pending(t if own else t.detach(), spec, own=own)
+        self.pending[key] = Pending(t if own else t.detach(), spec, (), own)
 
     def whole_temporary(self, t: torch.Tensor) -> Optional[tuple]:
         """The key of the pending temporary whose elements `t` covers, all and in order (the
@@ -374,7 +392,7 @@ class InitSession:
             # new memory is not this write's (stock torch wrote the old memory, before the
             # swap). Only `.data =` and swap_tensors change it unseen, and both change the
             # storage: ops that change a tensor's view in place are barriers (queue written).
-            if not p.own or p.tensor.untyped_storage()._cdata == key[0]:
+            if not p.own or storage_address(p.tensor) == key[0]:
                 live.append(p)
         floating = [(p.tensor, p.spec) for p in live if p.tensor.is_floating_point()]
         with torch.no_grad():
