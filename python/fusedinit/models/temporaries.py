@@ -25,6 +25,7 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 
 from ..ops.api import init_many_
+from ..torch_internals import storage_address
 from .queue import InitSession, local_tensor, tensor_key, with_stream
 
 aten = torch.ops.aten
@@ -258,7 +259,7 @@ class Temporaries:
         index = {k: (o, n) for k, o, n in zip(keys, offsets, sizes)}
         record = FoldedRecord(self._skeleton(src, index), index, spec, shape, sum(sizes))
         for k, t in zip(keys, temps):
-            c = local_tensor(t).untyped_storage()._cdata
+            c = storage_address(local_tensor(t))
             self.folded[c] = (weakref.ref(t, lambda _, c=c: self.folded.pop(c, None)), k, record)
 
     def _skeleton(self, x, index) -> Skeleton:
@@ -266,7 +267,7 @@ class Temporaries:
         by its Slot among the concatenated temporaries: no tensor is kept."""
         lazy = self.lazy.get(id(x))
         if lazy is None:
-            s = local_tensor(x).untyped_storage()._cdata
+            s = storage_address(local_tensor(x))
             key = next(k for k in index if k[0] == s)
             return Slot(*index[key], tuple(x.shape))
         args = tuple(_map_tensors(lambda a: self._skeleton(a, index), v) for v in lazy.args)
@@ -277,7 +278,7 @@ class Temporaries:
         touched = set()
         for t in tensors_of(args, kwargs):
             try:
-                c = local_tensor(t).untyped_storage()._cdata
+                c = storage_address(local_tensor(t))
             except (RuntimeError, NotImplementedError):
                 continue
             if c in self.folded:
