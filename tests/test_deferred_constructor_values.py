@@ -202,3 +202,139 @@ def test_transformers_clip_as_shipped(op_calls):
     assert float(model.logit_scale) == float(stock.logit_scale)
     out = model(input_ids=torch.randint(0, 99, (2, 5)), pixel_values=torch.randn(2, 3, 16, 16))
     assert bool(torch.isfinite(out.logits_per_image).all())
+
+
+# -- found by an adversarial probe ---------------------------------------------------------
+class Assigned(nn.Module):
+    """Index assignment and factories on a ruled tensor's device: torch builds index and value
+    tensors on the target's device before dispatch."""
+
+    def __init__(self):
+        super().__init__()
+        mask = torch.zeros(4, 4)
+        mask[torch.ones(4, 4).triu(1).bool()] = float("-inf")
+        self.register_buffer("mask", mask)
+        w = torch.ones(4)
+        w[[0, 2]] = 0.0
+        w[1] = 3
+        self.p = nn.Parameter(w)
+        z = torch.zeros(3)
+        self.register_buffer("pos", torch.arange(3, device=z.device) + z)
+        self.register_buffer("made", z.new_tensor([1.0, 2.0, 3.0]))
+        self.listed = z.tolist()
+
+
+def test_index_assignment_and_device_following_factories_match_stock():
+    torch.manual_seed(0)
+    stock = Assigned()
+    model = fusedinit.materialize_(fusedinit.deferred_init(Assigned), device="cpu", seed=SEED)
+    for name, t in stock.state_dict().items():
+        assert_bitwise_equal(model.state_dict()[name], t, name)
+    assert model.listed == [0.0, 0.0, 0.0]
+
+
+class SeededDraws(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.bernoulli(torch.full((8,), 0.5)))
+        self.b = nn.Parameter(torch.randint(0, 5, (8,)).float())
+        self.c = nn.Parameter(torch.normal(torch.zeros(8), 1.0))
+        self.d = nn.Parameter(torch.randn(64).half().float())  # a draw held in 16 bits
+
+
+def test_draws_of_other_random_ops_are_named_not_kept():
+    """Values drawn with torch's generator by ops without a rule depend on torch's RNG, not on
+    the seed given to materialize_: named, never kept."""
+    record = deferred_record(fusedinit.deferred_init(SeededDraws))
+    assert set(record.unrecorded) == {"a", "b", "c", "d"} and not record.values
+
+
+def test_float64_constants_are_exact():
+    class F64(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Parameter(torch.full((3,), 0.1, dtype=torch.float64))
+            self.b = nn.Parameter(torch.ones(3, dtype=torch.float64) / 3)
+            self.c = nn.Parameter(torch.full((3,), 0.5, dtype=torch.float64) * 3)
+
+    torch.manual_seed(0)
+    stock = F64()
+    model = fusedinit.materialize_(fusedinit.deferred_init(F64), device="cpu", seed=SEED)
+    for name, t in stock.state_dict().items():
+        assert_bitwise_equal(model.state_dict()[name], t, name)
+    assert isinstance(deferred_record(fusedinit.deferred_init(F64)).specs["c"], Constant)
+
+
+def test_whole_views_registered_as_parameters():
+    class Views(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Parameter(torch.zeros(4, 4).view(16))
+            self.b = nn.Parameter(torch.ones(3)[None])
+            self.c = nn.Parameter(torch.randn(6).reshape(2, 3))
+
+    record = deferred_record(fusedinit.deferred_init(Views))
+    assert record.specs["a"] == Constant(0.0) and record.specs["b"] == Constant(1.0)
+    assert isinstance(record.specs["c"], Normal)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(64, 64)
+        nn.init.normal_(self.l.weight, std=0.02)
+        nn.init.zeros_(self.l.bias)
+
+
+def test_a_deferred_model_in_a_container_and_a_submodule_alone():
+    with torch.device("meta"):
+        plain = nn.Linear(4, 4)
+    seq = fusedinit.materialize_(nn.Sequential(fusedinit.deferred_init(Net), plain),
+                                 device="cpu", seed=SEED)
+    expected = fusedinit.normal_(torch.empty(64, 64), 0.0, 0.02, seed=SEED,
+                                 stream=param_stream("0.l.weight"))
+    assert_bitwise_equal(seq[0].l.weight.detach(), expected)
+    assert bool((seq[0].l.bias == 0).all()) and seq[1].weight.abs().max() <= 0.5  # reset_parameters
+    alone = fusedinit.materialize_(fusedinit.deferred_init(Net).l, device="cpu", seed=SEED)
+    expected = fusedinit.normal_(torch.empty(64, 64), 0.0, 0.02, seed=SEED,
+                                 stream=param_stream("weight"))
+    assert_bitwise_equal(alone.weight.detach(), expected)
+    assert bool((alone.bias == 0).all())
+
+
+def test_copies_hold_their_sources_values():
+    """MoCo / EMA / teacher-student: a copy made in the constructor (`copy_`, `load_state_dict`,
+    `copy.deepcopy`, a clone registered as a buffer) holds its source's values, as in torch."""
+    import copy
+
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = nn.Linear(32, 32)
+            self.k = nn.Linear(32, 32)
+            for pq, pk in zip(self.q.parameters(), self.k.parameters()):
+                pk.data.copy_(pq.data)
+            self.ema = copy.deepcopy(self.q)
+            self.register_buffer("w0", self.q.weight.detach().clone())
+            self.later = nn.Linear(32, 32)
+            self.later.load_state_dict(self.q.state_dict())
+            nn.init.ones_(self.later.bias)  # a later write replaces the copy's values
+
+    model = fusedinit.materialize_(fusedinit.deferred_init(Pair), device="cpu", seed=SEED)
+    for other in (model.k, model.ema):
+        assert_bitwise_equal(other.weight.detach(), model.q.weight.detach())
+        assert_bitwise_equal(other.bias.detach(), model.q.bias.detach())
+    assert_bitwise_equal(model.w0, model.q.weight.detach())
+    assert_bitwise_equal(model.later.weight.detach(), model.q.weight.detach())
+    assert bool((model.later.bias == 1).all())
+
+
+def test_a_buffer_computed_from_a_parameter_is_named():
+    class Derived(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = nn.Linear(8, 8)
+            self.register_buffer("w2", self.l.weight.detach() * 2)
+
+    with pytest.raises(RuntimeError, match="left uninitialized: w2"):
+        fusedinit.materialize_(fusedinit.deferred_init(Derived), device="cpu", seed=SEED)

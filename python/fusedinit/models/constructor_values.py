@@ -35,10 +35,14 @@ UNSET = object()
 
 
 def exact_constant(value, dtype: torch.dtype) -> Optional[Constant]:
-    """Constant(value as `dtype` holds it), or None where no Constant can be (a value beyond
-    float32, a non-finite one)."""
+    """Constant(value as `dtype` holds it), or None where no Constant can be: a value beyond
+    float32 or not finite, or a float64 value that is not a float32 one (the contract writes
+    constants through float32; such a value is computed for real and kept instead)."""
     try:
-        return Constant(torch.tensor(value, dtype=dtype).item())
+        held = torch.tensor(value, dtype=dtype).item()
+        if dtype == torch.float64 and torch.tensor(held, dtype=torch.float32).item() != held:
+            return None
+        return Constant(held)
     except (TypeError, ValueError, RuntimeError, OverflowError):
         return None
 
@@ -164,10 +168,17 @@ def affine_rule(func, args, kwargs, rule, dtype: torch.dtype):
         return None
 
 
-def cast_rule(rule, dtype: torch.dtype):
-    """The rule of a whole copy in `dtype` (a constant rounded again, as a cast rounds it)."""
+_FLOAT32_OR_WIDER = (torch.float32, torch.float64)
+
+
+def cast_rule(rule, source: torch.dtype, dtype: torch.dtype):
+    """The rule of a whole copy from `source` to `dtype` (a constant rounded again, as a cast
+    rounds it); None when the copy's values are not the rule's in `dtype`: a draw held in 16
+    bits widened again (the contract computes in float32 and rounds once, to the target)."""
     if isinstance(rule, Constant):
         return exact_constant(rule.value, dtype)
+    if dtype != source and source not in _FLOAT32_OR_WIDER:
+        return None
     return rule
 
 

@@ -64,6 +64,8 @@ class DeferredRecord:
     # name -> the real value a parameter was registered with, computed without any draw
     # (`torch.tensor(2.5)`, `torch.arange(n).float()`): written as it is
     values: Dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    # name -> the name whose values it is a copy of (written on that name's stream)
+    copies: Dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class _WriteTracker(TorchDispatchMode):
@@ -94,8 +96,9 @@ class _WriteTracker(TorchDispatchMode):
 class _ConstructionTracker(_WriteTracker):
     """Also follows copies of recorded meta tensors: `copy.deepcopy` of a registered layer (as
     nn.TransformerEncoder clones its layer) or `dest.copy_(src)` make a tensor that holds what
-    the source held - on meta, its recorded rule, which the copy inherits (drawn on the copy's
-    own stream, named like every tensor by its final name)."""
+    the source held - on meta, its recorded rule, written on the source's stream, so the copy
+    holds the source's values as torch's copy does (MoCo / EMA / teacher models, a cloned
+    encoder layer), until a write of its own replaces them."""
 
     def __init__(self):
         super().__init__()
@@ -117,8 +120,11 @@ class _ConstructionTracker(_WriteTracker):
         target = names[tensor_key(dest)]
         if source in written:
             written[target] = written[source]
+            # A copy holds its source's values: the same spec on the source's stream.
+            self.construction.copies[target] = self.construction.copies.get(source, source)
         else:
             written.pop(target, None)
+            self.construction.copies.pop(target, None)
         if storage_of(src) in self.written or source not in written:
             self.written.add(storage_of(dest))
         else:
@@ -141,6 +147,12 @@ class _ConstructionTracker(_WriteTracker):
         if isinstance(t, torch.Tensor) and t.device.type == "meta":
             return self.ruled.get(storage_of(t))
         return None
+
+    def realized_or_real(self, t):
+        """`t` as it holds data: a ruled tensor (not a parameter) is realized first."""
+        if self._ruled_entry(t) is not None and storage_of(t) not in self.parameters:
+            return self.realize(t)
+        return self.real_view(t)
 
     def real_view(self, t):
         """`t` itself, or for a realized ruled tensor (or a view of it) the same view of its
@@ -186,6 +198,11 @@ class _ConstructionTracker(_WriteTracker):
             return True, out
         src = args[0] if args else None
         entry = self._ruled_entry(src)
+        if entry is not None and storage_of(src) in self.parameters:
+            # A registered parameter's value is its record's: a whole copy of it is a copy
+            # (written on its stream, below); anything computed from it stays on meta, and a
+            # buffer so made is named by materialize_ rather than computed from other values.
+            entry = None
         if entry is not None and _whole_meta(src):
             rule = self._rule(src)
             new = values.affine_rule(func, args, kwargs, rule, src.dtype) \
@@ -201,15 +218,22 @@ class _ConstructionTracker(_WriteTracker):
                 out = func(*args, **{**kwargs, "device": torch.device("meta")}
                            if "device" in kwargs else kwargs)
                 if isinstance(out, torch.Tensor) and out.dtype.is_floating_point:
-                    self._make_ruled(out, values.cast_rule(rule, out.dtype), out.dtype,
-                                     torch.device(device))
-                return True, out
+                    new = values.cast_rule(rule, src.dtype, out.dtype)
+                    if new is not None:
+                        self._make_ruled(out, new, out.dtype, torch.device(device))
+                        return True, out
+                # not a rule in its dtype: computed from the real value (realized below)
             if is_view(func):
                 out = func(*args, **kwargs)
                 if isinstance(out, torch.Tensor) and out.numel() == src.numel() \
                         and out.is_contiguous():
                     return True, out  # shares the storage, and so the entry
                 # a part of it: taken from the real value (realized below)
+        if func is aten.copy_.default and entry is not None and len(args) == 2 \
+                and isinstance(args[1], torch.Tensor) and storage_of(args[1]) in self.parameters \
+                and _whole_meta(src) and src.shape == args[1].shape:
+            self.ruled.pop(storage_of(src))  # a whole copy of a parameter: a copy (below)
+            return False, None
         for t in tree_leaves((args, kwargs)):
             if self._ruled_entry(t) is not None and storage_of(t) not in self.parameters:
                 self.realize(t)
@@ -226,8 +250,11 @@ class _ConstructionTracker(_WriteTracker):
             kwargs = {**kwargs, "device": values.here(kwargs["device"])}
         if self.realized:
             args, kwargs = tree_map(self.real_view, (args, kwargs))
-        if self.tainted and any(isinstance(t, torch.Tensor) and storage_of(t) in self.tainted
-                                for t in tree_leaves((args, kwargs))):
+        if torch.Tag.nondeterministic_seeded in func.tags or self.tainted and any(
+                isinstance(t, torch.Tensor) and storage_of(t) in self.tainted
+                for t in tree_leaves((args, kwargs))):
+            # a draw with torch's generator (bernoulli, randint, randperm, normal of tensors),
+            # or a value computed from one
             out = self._inner(func, types, args, kwargs)
             for t in tree_leaves(out):
                 if isinstance(t, torch.Tensor):
@@ -261,9 +288,11 @@ class _LiveTensors(TorchFunctionMode):
     unrecorded: materialize_ names the parameter unless `init=` covers it. The same holds for
     an init pass recorded on meta parameters (record_on_meta_)."""
 
-    def __init__(self, names: Dict[tuple, str]):
+    def __init__(self, names: Dict[tuple, str],
+                 tracker: Optional["_ConstructionTracker"] = None):
         super().__init__()
         self.names = names  # the recording's table: the tensors that are the module's own
+        self.tracker = tracker  # deferred_init's: ruled tensors (constructor_values.py)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if getattr(func, "__self__", None) is torch.Tensor.is_meta and len(args) == 1 \
@@ -274,10 +303,37 @@ class _LiveTensors(TorchFunctionMode):
         if kwargs and kwargs.get("device") is not None:
             # A factory for a device this machine lacks ("cuda" without a GPU) would fail
             # before any dispatch: it runs for the CPU (a parameter's value is on meta anyway).
-            here = values.here(kwargs["device"])
-            if here.type != torch.device(kwargs["device"]).type:
+            # So does one for "meta" that follows a ruled tensor (`device=z.device`): data
+            # given to it (`torch.tensor(..)`, `arange`) must not be dropped.
+            asked = torch.device(kwargs["device"])
+            here = values.here(asked) if asked.type != "meta" or self.tracker is None \
+                else torch.device("cpu")
+            if here.type != asked.type and func not in _META_KEEPING:
                 kwargs = {**kwargs, "device": here}
+        if self.tracker is not None and func in _READS_OUTSIDE_DISPATCH and (
+                func is not torch.Tensor.__getitem__ or _advanced_index(args[1:])):
+            # These read or write a tensor's data (or make tensors on its device) before any
+            # dispatch: a ruled tensor is realized and they run on its real value.
+            args = tuple(self.tracker.realized_or_real(a) for a in args)
         return func(*args, **(kwargs or {}))
+
+
+# Tensor methods that touch data, or make tensors on `self.device`, in C++ before the
+# dispatcher: indexing assignment builds its index / value tensors on the target's device.
+_READS_OUTSIDE_DISPATCH = frozenset({
+    torch.Tensor.__setitem__, torch.Tensor.__getitem__, torch.Tensor.tolist,
+    torch.Tensor.numpy, torch.Tensor.__array__, torch.Tensor.new_tensor,
+    torch.Tensor.index_put_, torch.Tensor.index_put, torch.Tensor.masked_fill_,
+    torch.Tensor.masked_fill})
+def _advanced_index(index) -> bool:
+    """Whether an indexing key holds lists or tensors (then torch builds index tensors on the
+    indexed tensor's device); ints, slices, None and Ellipsis make a view."""
+    return any(isinstance(x, (list, torch.Tensor)) or isinstance(x, tuple) and _advanced_index(x)
+               for x in index)
+
+
+# Functions that move a tensor to meta on purpose (deferred_init's own parameter move).
+_META_KEEPING = frozenset({torch.Tensor.to, torch.Tensor.new_empty, torch.empty_like})
 
 
 class _Construction:
@@ -290,6 +346,9 @@ class _Construction:
         # Every registered tensor stays referenced while recording, so no storage id is reused
         # by a later tensor while its provisional name is in the table.
         self.tensors: List[torch.Tensor] = []
+        # Provisional name of a whole copy (`copy_`, `clone`, `copy.deepcopy`) -> its source's:
+        # the copy is written with the source's stream, so it holds the source's values.
+        self.copies: Dict[str, str] = {}
         # Storage of a parameter's meta stand-in -> the real value it was registered with
         # (computed without a draw), or None when that value came from a draw (tainted).
         self.registered_real: Dict[int, Optional[torch.Tensor]] = {}
@@ -383,14 +442,17 @@ def deferred_init(fn: Callable[..., M], *args, **kwargs) -> M:
                 construction.name(t)
 
         def queued(t: torch.Tensor) -> None:
-            # A whole-tensor write queued after an unrecordable op replaces its result.
+            # A whole-tensor write queued after an unrecordable op replaces its result, and a
+            # copy's values with its own.
             tracker.written.discard(storage_of(t))
+            construction.copies.pop(construction.names.get(tensor_key(t)), None)
 
         token = _building.set(construction)
         hooks = [register_module_parameter_registration_hook(construction.on_parameter),
                  register_module_buffer_registration_hook(construction.on_buffer)]
         try:
-            with session.watching_queue(name_new, queued), _LiveTensors(session.names):
+            with session.watching_queue(name_new, queued), \
+                    _LiveTensors(session.names, tracker):
                 module = fn(*args, **kwargs)
         finally:
             for hook in hooks:
@@ -398,9 +460,41 @@ def deferred_init(fn: Callable[..., M], *args, **kwargs) -> M:
             _building.reset(token)
         if not isinstance(module, nn.Module):
             raise TypeError(f"fn must return an nn.Module, got {type(module).__name__}")
-    module.__dict__[_RECORD_ATTR] = _collect(module, session, tracker.written, "its constructor",
-                                             construction)
+    _attach(module, _collect(module, session, tracker.written, "its constructor", construction))
     return module
+
+
+def _attach(module: nn.Module, record: DeferredRecord) -> None:
+    """The record goes on the module and, by their own names, on each of its submodules: a
+    submodule materialized alone (`materialize_(model.layer)`) finds its part."""
+    for prefix, sub in module.named_modules(remove_duplicate=True):
+        if not prefix:
+            sub.__dict__[_RECORD_ATTR] = record
+            continue
+        cut, lead = len(prefix) + 1, prefix + "."
+        part = [{k[cut:]: v for k, v in table.items() if k.startswith(lead)}
+                for table in (record.specs, record.unrecorded, record.values)]
+        copies = {k[cut:]: v[cut:] for k, v in record.copies.items()
+                  if k.startswith(lead) and v.startswith(lead)}
+        sub.__dict__[_RECORD_ATTR] = DeferredRecord(*part, copies)
+
+
+def _gathered_record(module: nn.Module) -> Optional[DeferredRecord]:
+    """The records on `module` and its submodules (a deferred model put in a container), by
+    names in `module`; an outer record's entry wins over an inner one's."""
+    found = [(prefix, r) for prefix, sub in module.named_modules(remove_duplicate=True)
+             if (r := deferred_record(sub)) is not None]
+    if not found:
+        return None
+    tables: List[dict] = [{}, {}, {}, {}]
+    for prefix, r in found:
+        lead = prefix + "." if prefix else ""
+        for table, part in zip(tables, (r.specs, r.unrecorded, r.values)):
+            for k, v in part.items():
+                table.setdefault(lead + k, v)
+        for k, v in r.copies.items():
+            tables[3].setdefault(lead + k, lead + v)
+    return DeferredRecord(*tables)
 
 
 def _collect(module: nn.Module, session: InitSession, written_storages: Set[int],
@@ -412,11 +506,12 @@ def _collect(module: nn.Module, session: InitSession, written_storages: Set[int]
     specs: Dict[str, object] = {}
     unrecorded: Dict[str, str] = {}
     kept: Dict[str, torch.Tensor] = {}
+    final: Dict[str, str] = {}  # provisional name -> name in module (first name wins)
     for name, t, is_param in _named_tensors(module):
         recorded_as = session.names.get(tensor_key(t))
         if construction is not None:
-            if recorded_as is None:  # a whole view of a ruled tensor: the tensor's name
-                recorded_as = construction.whole_view_name(t)
+            if recorded_as not in session.written:  # a whole view of a ruled tensor
+                recorded_as = construction.whole_view_name(t) or recorded_as
             real = construction.registered_real.get(storage_of(t), False)
             if real is None and recorded_as not in session.written:
                 unrecorded[name] = (f"{who} computed it from values drawn with torch's "
@@ -434,7 +529,14 @@ def _collect(module: nn.Module, session: InitSession, written_storages: Set[int]
             continue  # a real buffer: its computed value is kept
         if recorded_as in session.written:
             specs[name] = session.written[recorded_as]
-    return DeferredRecord(specs, unrecorded, kept)
+            final[recorded_as] = name
+    copies: Dict[str, str] = {}
+    if construction is not None:
+        for provisional, name in final.items():
+            source = construction.copies.get(provisional)
+            if source is not None and final.get(source, name) != name:
+                copies[name] = final[source]
+    return DeferredRecord(specs, unrecorded, kept, copies)
 
 
 def record_on_meta_(module: nn.Module, init: Callable[[nn.Module], object], *,
@@ -477,8 +579,10 @@ def record_on_meta_(module: nn.Module, init: Callable[[nn.Module], object], *,
                              | new.specs,
                              {k: v for k, v in old.unrecorded.items() if k not in new.specs}
                              | new.unrecorded,
-                             {k: v for k, v in old.values.items() if k not in new.unrecorded})
-    module.__dict__[_RECORD_ATTR] = new
+                             {k: v for k, v in old.values.items() if k not in new.unrecorded},
+                             {k: v for k, v in old.copies.items()
+                              if k not in new.specs and k not in new.unrecorded} | new.copies)
+    _attach(module, new)
     return new
 
 
@@ -574,13 +678,13 @@ def _allocate_and_write(module: nn.Module, device: torch.device, seed: int,
                 for name, t, is_param in _named_tensors(module):
                     spec = record.specs.get(name)
                     if spec is not None:
-                        session.queue(t, spec)
+                        session.queue(t, spec, stream_name=record.copies.get(name))
             if init is not None:
                 init(module)
-            elif record is None:
+            else:  # modules that did not come from deferred_init: their reset_parameters()
                 for m in _post_order(module):
                     reset = getattr(m, "reset_parameters", None)
-                    if callable(reset):
+                    if callable(reset) and deferred_record(m) is None:
                         reset()
 
     missing = [name for name, t, _ in _named_tensors(module)
@@ -617,7 +721,7 @@ def allocate_and_write_(module: M, device: torch.device, seed: int, *,
     unties tied weights in it). `progress` hears "allocated" and "written". Raises, naming
     them, if a parameter or buffer is left uninitialized; when it raises, the module's
     parameters and buffers are left as they were."""
-    record = deferred_record(module)
+    record = _gathered_record(module)
     # Real values to keep (a parameter's by a detached alias: to_empty replaces its memory).
     kept = {name: t.detach() if is_param else t for name, t, is_param in _named_tensors(module)
             if (keep_parameters or not is_param) and t.device.type != "meta"

@@ -186,19 +186,20 @@ class InitSession:
         key = tensor_key(t)
         return None if key is None else self.names.get(key)
 
-    def queue(self, t: torch.Tensor, spec) -> bool:
-        """Queue `spec` for `t` (a whole parameter or buffer of the root); False if `t` is not
-        one. Integer buffers (BatchNorm's num_batches_tracked) take only constants, written at
+    def queue(self, t: torch.Tensor, spec, stream_name: Optional[str] = None) -> bool:
+        """Queue `spec` for `t` (a whole parameter or buffer of the root), drawn on the stream
+        of its name (or of `stream_name`'s: a copy of that tensor); False if `t` is not one.
+        Integer buffers (BatchNorm's num_batches_tracked) take only constants, written at
         flush after the floating-point writes (the kernels fill floating types only)."""
         for before, _ in self._watchers:
             before(t)
-        queued = self._queue_named(t, spec)
+        queued = self._queue_named(t, spec, stream_name)
         if queued:
             for _, after in self._watchers:
                 after(t)
         return queued
 
-    def _queue_named(self, t: torch.Tensor, spec) -> bool:
+    def _queue_named(self, t: torch.Tensor, spec, stream_name: Optional[str] = None) -> bool:
         key = tensor_key(t)
         if key is None:
             return False
@@ -211,7 +212,7 @@ class InitSession:
         if not t.is_floating_point() and not isinstance(spec, Constant):
             return False
         if _draws(spec):  # a constant needs no stream (hashing the name costs ~1.5 us)
-            spec = on_stream(spec, self._stream(name))
+            spec = on_stream(spec, self._stream(stream_name or name))
         self._put(key, t, spec)
         return True
 
