@@ -55,8 +55,9 @@ def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-# aten factory -> the rule of what it makes, from (args, kwargs, dtype). `*_like` forms take the
-# tensor they copy the shape of as args[0].
+# aten factory -> the rule of what it makes, from (args, kwargs, dtype). The value of `full`
+# (and `full_like`) is args[1]: the `*_like` forms take the tensor whose shape they copy as
+# args[0] where the others take the size.
 _FACTORIES: Dict[object, Callable] = {
     aten.zeros.default: lambda a, k, d: exact_constant(0.0, d),
     aten.ones.default: lambda a, k, d: exact_constant(1.0, d),
@@ -66,15 +67,12 @@ _FACTORIES: Dict[object, Callable] = {
     aten.rand.default: lambda a, k, d: Uniform(0.0, 1.0),
     aten.normal.float_float: lambda a, k, d: (Normal(a[0], a[1]) if _number(a[0])
                                               and _number(a[1]) and a[1] >= 0 else None),
-    aten.zeros_like.default: lambda a, k, d: exact_constant(0.0, d),
-    aten.ones_like.default: lambda a, k, d: exact_constant(1.0, d),
-    aten.full_like.default: lambda a, k, d: exact_constant(a[1], d) if _number(a[1]) else None,
-    aten.empty_like.default: lambda a, k, d: UNSET,
-    aten.randn_like.default: lambda a, k, d: Normal(0.0, 1.0),
-    aten.rand_like.default: lambda a, k, d: Uniform(0.0, 1.0),
 }
-_LIKE = {aten.zeros_like.default, aten.ones_like.default, aten.full_like.default,
-         aten.empty_like.default, aten.randn_like.default, aten.rand_like.default}
+_LIKE = {aten.zeros_like.default: aten.zeros.default, aten.ones_like.default: aten.ones.default,
+         aten.full_like.default: aten.full.default,
+         aten.empty_like.default: aten.empty.memory_format,
+         aten.randn_like.default: aten.randn.default, aten.rand_like.default: aten.rand.default}
+_FACTORIES.update({like: _FACTORIES[base] for like, base in _LIKE.items()})
 
 
 def factory_rule(func, args, kwargs) -> Optional[Tuple[object, torch.dtype, torch.device]]:

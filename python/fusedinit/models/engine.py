@@ -30,7 +30,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..ops.seed import resolve_seed
 from ..ops.specs import Constant, Normal, Uniform
-from ..torch_internals import norm_cdf as _norm_cdf  # noqa: F401  (deferred.py's import)
 from .chain_watch import ChainWatch
 from .dtensor_rows import DTensorRows
 from .folding import CHAIN_OPS, MASK_OPS, arg, fold, known_false_op
