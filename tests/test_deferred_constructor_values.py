@@ -338,3 +338,27 @@ def test_a_buffer_computed_from_a_parameter_is_named():
 
     with pytest.raises(RuntimeError, match="left uninitialized: w2"):
         fusedinit.materialize_(fusedinit.deferred_init(Derived), device="cpu", seed=SEED)
+
+
+def test_in_place_scalar_arithmetic_on_a_recorded_parameter():
+    """timm's ConvNeXt head (`weight.data.mul_(head_init_scale)`) and BEiT / EVA's rescale
+    (`weight.data.div_(math.sqrt(2.0 * layer_id))`): on meta no value exists, so the rule is
+    the distribution's; a constant is computed as torch computes it."""
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(16, 16)
+            nn.init.normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+            self.head.weight.data.mul_(0.5)
+            self.head.bias.data.add_(0.1)
+            self.proj = nn.Parameter(torch.empty(16, 16))
+            nn.init.trunc_normal_(self.proj, std=0.02)
+            self.proj.data.div_(math.sqrt(2.0 * 3))
+
+    record = deferred_record(fusedinit.deferred_init(Scaled))
+    assert not record.unrecorded, record.unrecorded
+    w, b, proj = record.specs["head.weight"], record.specs["head.bias"], record.specs["proj"]
+    assert isinstance(w, Normal) and math.isclose(w.std, 0.01)
+    assert b == Constant((torch.zeros(1).add_(0.1)).item())
+    assert math.isclose(proj.std, 0.02 / math.sqrt(6)) and math.isclose(proj.b, 2 / math.sqrt(6))

@@ -215,13 +215,14 @@ def test_init_runs_after_the_recorded_constructor_init():
 
 
 class Unrecordable(nn.Module):
-    """A constructor that scales drawn values: not an init write, not recordable on meta."""
+    """A constructor that maps drawn values through a non-affine op: not an init write, not
+    recordable on meta (scalar arithmetic is: test_deferred_constructor_values)."""
 
     def __init__(self):
         super().__init__()
         self.proj = nn.Linear(16, 16)
         with torch.no_grad():
-            self.proj.weight.div_(3.0)
+            self.proj.weight.abs_()
 
 
 def test_unrecordable_constructor_init_is_an_error_unless_overwritten():

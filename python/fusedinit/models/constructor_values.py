@@ -169,6 +169,21 @@ def affine_rule(func, args, kwargs, rule, dtype: torch.dtype):
 _FLOAT32_OR_WIDER = (torch.float32, torch.float64)
 
 
+_IN_PLACE = {aten.mul_.Scalar: aten.mul.Scalar, aten.mul_.Tensor: aten.mul.Tensor,
+             aten.div_.Scalar: aten.div.Scalar, aten.div_.Tensor: aten.div.Tensor,
+             aten.add_.Scalar: aten.add.Scalar, aten.add_.Tensor: aten.add.Tensor,
+             aten.sub_.Scalar: aten.sub.Scalar, aten.sub_.Tensor: aten.sub.Tensor}
+IN_PLACE_AFFINE = tuple(_IN_PLACE)
+
+
+def in_place_rule(func, args, kwargs, rule, dtype: torch.dtype):
+    """The rule after an in-place `t.mul_(c)`, `div_`, `add_`, `sub_` with a Python number on a
+    tensor following `rule`, recorded on meta (no value exists: the rule is the distribution's,
+    a constant computed as torch computes it); None if not such an op."""
+    out_of_place = _IN_PLACE.get(func)
+    return None if out_of_place is None else affine_rule(out_of_place, args, kwargs, rule, dtype)
+
+
 def cast_rule(rule, source: torch.dtype, dtype: torch.dtype):
     """The rule of a whole copy from `source` to `dtype` (a constant rounded again, as a cast
     rounds it); None when the copy's values are not the rule's in `dtype`: a draw held in 16
@@ -224,5 +239,5 @@ def draws(rule) -> bool:
     return not isinstance(rule, Constant)
 
 
-__all__ = ["UNSET", "here", "factory_rule", "affine_rule", "cast_rule", "realize", "draws",
+__all__ = ["UNSET", "here", "factory_rule", "affine_rule", "in_place_rule", "IN_PLACE_AFFINE", "cast_rule", "realize", "draws",
            "exact_constant"]

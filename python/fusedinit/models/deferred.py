@@ -5,11 +5,13 @@ then allocate them on the target device and initialize everything in one fused p
 it is registered, while the engine (engine.py) records the init writes the constructor makes -
 `reset_parameters()` in torch's modules, `_reset_parameters()` in nn.MultiheadAttention and
 nn.Transformer, timm's `init_weights`, anything built from normal_ / uniform_ / fill_ / zero_
-and the trunc_normal_ chains the engine folds. Buffers are computed for real (they are small
-and often not made by init ops: rotary tables, BatchNorm statistics). What a constructor does
-that cannot be recorded on meta (an op on drawn values that is no init write: `div_` after
-`normal_`, `orthogonal_`'s QR) is remembered per parameter, so materializing it is an error
-naming it unless later init code overwrites it.
+and the trunc_normal_ chains the engine folds, scalar arithmetic on recorded values, and the
+values the constructor computes before it registers them (construction.py,
+constructor_values.py). Buffers are computed for real (they are small and often not made by
+init ops: rotary tables, BatchNorm statistics, masks). What a constructor does that cannot be
+recorded on meta (a non-affine op on drawn values: `abs_` after `normal_`, `orthogonal_`'s QR)
+is remembered per parameter, so materializing it is an error naming it unless later init code
+overwrites it.
 
 `materialize_(module, device=...)` allocates the module on `device` (`to_empty`; real buffers
 are kept), then writes - in one recording, so one op call per device - the recorded constructor

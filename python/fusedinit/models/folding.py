@@ -21,6 +21,8 @@ from ..ops.sharding import is_dtensor
 from ..ops.specs import Normal, TruncNormal, Uniform
 from ..torch_internals import (is_marked_all_false, mark_all_false, norm_cdf, rejection_bounds,
                                sampler_call)
+from ..ops.specs import SPECS
+from .constructor_values import IN_PLACE_AFFINE, in_place_rule
 from .queue import DeferredOp, InitSession, Pending, tensor_key
 
 aten = torch.ops.aten
@@ -89,7 +91,8 @@ def step_of(func, args, kwargs) -> Optional[Step]:
 
 # Ops that may continue a chain on a queued tensor (the engine's handler table keys).
 CHAIN_OPS = (aten.erfinv_.default, aten.mul_.Tensor, aten.mul_.Scalar, aten.add_.Tensor,
-             aten.add_.Scalar, aten.clamp_.default, aten.lt.Scalar, aten.gt.Scalar)
+             aten.add_.Scalar, aten.clamp_.default, aten.lt.Scalar, aten.gt.Scalar,
+             aten.div_.Tensor, aten.div_.Scalar, aten.sub_.Tensor, aten.sub_.Scalar)
 
 
 # -- exact folds -------------------------------------------------------------------------------
@@ -271,6 +274,13 @@ def fold(session: InitSession, func, args, kwargs):
         if len(args) == 2 and not kwargs and bound(args[1]):
             return _compare(p, t, func, float(args[1]))
         return False, None
+    if t.device.type == "meta" and not p.ops and func in IN_PLACE_AFFINE:
+        # Recorded on meta (deferred_init, record_on_meta_): no value exists, so scalar
+        # arithmetic is the distribution's (timm's head_init_scale `mul_`, BEiT's `div_`).
+        new = in_place_rule(func, args, kwargs, p.spec, t.dtype)
+        if isinstance(new, SPECS):
+            p.spec = new
+            return True, t
     step = step_of(func, args, kwargs)
     if step is None:
         return False, None
