@@ -85,3 +85,15 @@ def test_torch_trunc_normal_with_open_sides_is_one_trunc_normal(dtype, mean, std
                                        seed=SEED, stream=param_stream("weight"),
                                        backend="reference")
     assert_bitwise_equal(lin.weight.detach(), expected)
+
+
+@pytest.mark.parametrize("a, b", [(-INF, INF), (0.0, INF)])
+def test_timm_trunc_normal_with_open_sides_is_one_trunc_normal(a, b, op_calls):
+    timm_layers = pytest.importorskip("timm.layers")
+    lin = nn.Linear(16, 24, bias=False)
+    with fusedinit.fuse(lin, seed=SEED):
+        timm_layers.trunc_normal_(lin.weight, std=0.02, a=a, b=b)
+    assert op_calls == [1]
+    expected = fusedinit.trunc_normal_(torch.empty(24, 16), 0.0, 0.02, a, b, seed=SEED,
+                                       stream=param_stream("weight"), backend="reference")
+    assert_bitwise_equal(lin.weight.detach(), expected)

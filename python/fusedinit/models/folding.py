@@ -84,7 +84,7 @@ def step_of(func, args, kwargs) -> Optional[Step]:
         return Add(float(args[1]))
     if func is aten.clamp_.default:
         lo, hi = arg(args, kwargs, 1, "min", None), arg(args, kwargs, 2, "max", None)
-        if len(args) <= 3 and scalar(lo) and scalar(hi):
+        if len(args) <= 3 and bound(lo) and bound(hi):  # (open sides: timm's with +-inf)
             return Clamp(float(lo), float(hi))
     return None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from contextlib import contextmanager
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -71,12 +72,12 @@ def with_stream(spec, stream: int):
     return spec
 
 
-def _version_of(t: torch.Tensor) -> Optional[int]:
-    """t's version counter; None for a tensor without one (made in inference mode)."""
-    try:
-        return t._version
-    except RuntimeError:
-        return None
+def _contiguous_strides(shape: tuple) -> tuple:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
 
 
 def _flat_key(t: torch.Tensor) -> tuple:
@@ -113,9 +114,6 @@ class Pending:
     tensor: torch.Tensor
     spec: object
     ops: Sequence[DeferredOp] = ()  # replaced, never appended to: no list per queued write
-    # `tensor` is the module's own object, not an alias made for the queue: its memory is
-    # checked against the queued key when written (`.data` may have been replaced since).
-    own: bool = False
 
 
 class InitSession:
@@ -134,9 +132,8 @@ class InitSession:
         self._own_keys: List[tuple] = []
         self._own_names: List[str] = []
         self._own_floating: List[bool] = []
-        # Its version counter at open: an in-place op that ran on it since (a barrier's real
-        # write, `t_()`, `resize_()`) changes it, and the general path then takes its writes.
-        self._own_versions: List[int] = []
+        # Its shape and strides at open (also in the key; kept as tuples to compare at once).
+        self._own_views: List[Tuple[tuple, tuple]] = []
         # A contiguous view of a whole contiguous tensor (`weight.view(1, -1)`) covers the same
         # elements in the same order: a write to it is a write to the tensor. Built when first
         # needed (flat key -> row).
@@ -146,14 +143,13 @@ class InitSession:
             key = tensor_key(t)
             if key is not None and key not in self.names:
                 self.names[key] = name = prefix + name
-                version = _version_of(t)
-                if not is_dtensor(t) and version is not None:
+                if not is_dtensor(t):
                     self._own[id(t)] = len(self._own_tensors)
                     self._own_tensors.append(t)
                     self._own_keys.append(key)
                     self._own_names.append(name)
                     self._own_floating.append(t.is_floating_point())
-                    self._own_versions.append(version)
+                    self._own_views.append((tuple(t.shape), tuple(t.stride())))
         self.pending: Dict[tuple, Pending] = {}
         self._storages: Dict[int, int] = {}  # storages with pending writes -> count
         # name -> spec of every write flushed so far (meta tensors included, which init_many_
@@ -208,7 +204,10 @@ class InitSession:
             row = self._flat_row(t)
             if row is None:
                 return False
-            key, t, name = self._own_keys[row], self._own_tensors[row].detach(), self._own_names[row]
+            # `t` covers the recorded tensor's elements in order: the write is that tensor's,
+            # made through `t` viewed as it (the object may hold other memory by now).
+            key, name = self._own_keys[row], self._own_names[row]
+            t = t.view(self._own_views[row][0])
         if not t.is_floating_point() and not isinstance(spec, Constant):
             return False
         if _draws(spec):  # a constant needs no stream (hashing the name costs ~1.5 us)
@@ -221,11 +220,11 @@ class InitSession:
         all and in order; or None."""
         if not t.is_contiguous() or is_dtensor(t):
             return None
-        if self._flat is None:
+        if self._flat is None:  # from the memory each tensor had when the recording opened
             self._flat = {}
-            for row, own in enumerate(self._own_tensors):
-                if own.is_contiguous():
-                    self._flat.setdefault(_flat_key(own), row)
+            for row, (key, (shape, stride)) in enumerate(zip(self._own_keys, self._own_views)):
+                if stride == _contiguous_strides(shape):
+                    self._flat.setdefault((key[0], key[1], math.prod(shape), key[2], key[3]), row)
         return self._flat.get(_flat_key(t))
 
     def own_row(self, t) -> Optional[int]:
@@ -239,18 +238,18 @@ class InitSession:
         memory is no longer what the recording found (`.data` was replaced) or if the spec
         does not fit its dtype."""
         t, key = self._own_tensors[row], self._own_keys[row]
-        # Unchanged since the recording opened: the same storage (`.data =` and swap_tensors
-        # change it, unseen by the dispatcher) at the same offset, and no in-place op since
-        # (one that changes the view bumps the version). Three reads, not the whole key: each
-        # costs ~0.5 us here.
+        shape, stride = self._own_views[row]
+        # The same memory, seen the same way, as when the recording opened: `.data =` and
+        # swap_tensors change it unseen by the dispatcher (keeping the storage, at times: `.data
+        # = .data.t()`), as do `t_()` / `resize_()`. Read piece by piece, without a key tuple.
         if (self._watchers or storage_address(t) != key[0] or t.storage_offset() != key[1]
-                or t._version != self._own_versions[row]):
+                or t.dtype != key[2] or t.shape != shape or t.stride() != stride):
             return False
         if type(spec) is not Constant:  # (a constant needs no stream: no name hashed)
             if not self._own_floating[row] or not _draws(spec):
                 return False
             spec = on_stream(spec, self._stream(self._own_names[row]))
-        self._put(key, t, spec, True)
+        self._put(key, t, spec)
         return True
 
     def _stream(self, name: str) -> int:
@@ -266,13 +265,14 @@ class InitSession:
         self.temporaries[key] = label
         self._put(key, t, with_stream(spec, self._stream(label)))
 
-    def _put(self, key: tuple, t: torch.Tensor, spec, own: bool = False) -> None:
+    def _put(self, key: tuple, t: torch.Tensor, spec) -> None:
         """The pending write of `t` (key `key`) is now `spec`. The queue holds an alias of `t`
-        (`t.detach()`), or with `own` the module's tensor object itself (no allocation)."""
+        (`t.detach()`): it keeps the memory alive and is written there, whatever the module's
+        tensor object holds by then (`.data =` after the write was queued)."""
         if key not in self.pending:
             s = key[0]  # storage_of_key(key)
             self._storages[s] = self._storages.get(s, 0) + 1
-        self.pending[key] = Pending(t if own else t.detach(), spec, (), own)
+        self.pending[key] = Pending(t.detach(), spec)
 
     def whole_temporary(self, t: torch.Tensor) -> Optional[tuple]:
         """The key of the pending temporary whose elements `t` covers, all and in order (the
@@ -377,24 +377,16 @@ class InitSession:
         self._write(pending)
 
     def _write(self, pending: Dict[tuple, Pending]) -> None:
-        """Write `pending` (taken off the queue). No object per entry is made but the op's
-        (tensor, spec) pairs: a recording of 10^5 tensors would feed the garbage collector."""
+        """Write `pending` (taken off the queue), each entry to the memory it was queued for."""
         if not pending:
             return
-        live: List[Pending] = []
         for key, p in pending.items():
             name = self.names.get(key)
             if name is not None:  # (a temporary has none)
                 self.written[name] = p.spec
                 if p.ops and p.tensor.device.type == "meta":
                     self.deferred_on_meta.append(name)
-            # A module tensor whose `.data` was replaced after its write was queued no longer
-            # holds the memory the write was for: that memory is gone from the module, and the
-            # new memory is not this write's (stock torch wrote the old memory, before the
-            # swap). Only `.data =` and swap_tensors change it unseen, and both change the
-            # storage: ops that change a tensor's view in place are barriers (queue written).
-            if not p.own or storage_address(p.tensor) == key[0]:
-                live.append(p)
+        live = list(pending.values())
         floating = [(p.tensor, p.spec) for p in live if p.tensor.is_floating_point()]
         with torch.no_grad():
             init_many_(floating, seed=self.seed)
