@@ -362,3 +362,53 @@ def test_in_place_scalar_arithmetic_on_a_recorded_parameter():
     assert isinstance(w, Normal) and math.isclose(w.std, 0.01)
     assert b == Constant((torch.zeros(1).add_(0.1)).item())
     assert math.isclose(proj.std, 0.02 / math.sqrt(6)) and math.isclose(proj.b, 2 / math.sqrt(6))
+
+
+class MasterSplit(nn.Module):
+    """Megatron-Core's CPU init (`_initialize_affine_weight_cpu`): the full master weight is
+    drawn, cast, split along the partition dim, this rank's parts concatenated and copied into
+    the local weight."""
+
+    def __init__(self, out_features=2**20, in_features=2**20, ranks=4, rank=1):
+        super().__init__()
+        per = out_features // ranks
+        self.weight = nn.Parameter(torch.empty(per, in_features))
+        master = torch.empty(out_features, in_features, dtype=torch.float)
+        nn.init.normal_(master, mean=0.0, std=0.02)
+        master = master.to(dtype=torch.float32)
+        parts = torch.split(master, per // 2, dim=0)  # stride 2
+        mine = parts[rank::ranks]
+        with torch.no_grad():
+            self.weight.data.copy_(torch.cat(mine, dim=0).to_dense())
+
+
+def test_a_master_weight_split_across_ranks_is_recorded_without_allocating_it():
+    """2^40 elements of master weight (4 TiB): recorded, not allocated; the local weight
+    follows the master's rule on its own stream."""
+    record = deferred_record(fusedinit.deferred_init(MasterSplit))
+    spec = record.specs["weight"]
+    assert not record.unrecorded and isinstance(spec, Normal) and (spec.mean, spec.std) == (0.0, 0.02)
+    model = fusedinit.materialize_(fusedinit.deferred_init(MasterSplit, 64, 32), device="cpu",
+                                   seed=SEED)
+    expected = fusedinit.normal_(torch.empty(16, 32), 0.0, 0.02, seed=SEED,
+                                 stream=param_stream("weight"))
+    assert_bitwise_equal(model.weight.detach(), expected)
+
+
+def test_parts_of_a_ruled_tensor_used_otherwise_are_real():
+    """A part of a ruled tensor that is then used by another op is taken from its real value,
+    as the whole would be (here a constant: exactly as torch)."""
+    class Parts(nn.Module):
+        def __init__(self):
+            super().__init__()
+            base = torch.ones(4, 6)
+            top = base.narrow(0, 0, 2)
+            top.mul_(torch.arange(6.0))
+            self.register_buffer("b", base)
+            self.register_buffer("c", torch.cat(torch.split(torch.zeros(4), 2)) + 1)
+
+    torch.manual_seed(0)
+    stock = Parts()
+    model = fusedinit.deferred_init(Parts)
+    for name, t in stock.state_dict().items():
+        assert_bitwise_equal(model.state_dict()[name], t, name)

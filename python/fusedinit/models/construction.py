@@ -4,7 +4,8 @@ run while `fn(*args, **kwargs)` builds a module.
 - `WriteTracker`: the storages that ops which really run write (an unrecordable op on a
   parameter makes it unrecorded).
 - `ConstructionTracker`: ruled tensors (constructor_values.py) - factories on meta, their
-  affine images, whole copies and views; realizing one when anything else uses it; taint of
+  affine images, whole copies and views, parts and `cat`s of parts of an elementwise rule (a
+  split master weight); realizing one when anything else uses it; taint of
   values drawn with torch's generator; copies of recorded tensors (same values).
 - `LiveTensors`: what must happen before dispatch (torch's trunc_normal_ sees the
   constructor's tensors as live; index assignment and data reads get real values; factories
@@ -199,7 +200,26 @@ class ConstructionTracker(WriteTracker):
                 if isinstance(out, torch.Tensor) and out.numel() == src.numel() \
                         and out.is_contiguous():
                     return True, out  # shares the storage, and so the entry
+                if values.elementwise(rule):
+                    # Parts (`torch.split` of a master weight, as Megatron's CPU init does):
+                    # each element follows the rule alone, so a part does too - it shares the
+                    # storage's entry; a `cat` of parts of one rule is a tensor of that rule.
+                    return True, out
                 # a part of it: taken from the real value (realized below)
+        if func is aten.cat.default and args and isinstance(args[0], (list, tuple)):
+            out = self._cat_of_parts(func, args, kwargs)
+            if out is not None:
+                return True, out
+        if func is aten.copy_.default and len(args) == 2 and whole_meta(src) \
+                and storage_of(src) in self.parameters and self._ruled_entry(args[1]) is not None \
+                and storage_of(args[1]) not in self.parameters \
+                and whole_meta(args[1]) and src.shape == args[1].shape:
+            # `weight.data.copy_(value)` of a ruled value into a registered parameter: the
+            # parameter takes the rule, on its own stream (the value is a temporary).
+            rule = self._rule_of_key(self._ruled_entry(args[1])[2])
+            if values.elementwise(rule):
+                self.session.queue(src, values.cast_rule(rule, args[1].dtype, src.dtype) or rule)
+                return True, src
         if func is aten.copy_.default and entry is not None and len(args) == 2 \
                 and isinstance(args[1], torch.Tensor) and storage_of(args[1]) in self.parameters \
                 and whole_meta(src) and src.shape == args[1].shape:
@@ -209,6 +229,22 @@ class ConstructionTracker(WriteTracker):
             if self._ruled_entry(t) is not None and storage_of(t) not in self.parameters:
                 self.realize(t)
         return False, None
+
+    def _cat_of_parts(self, func, args, kwargs) -> Optional[torch.Tensor]:
+        """A `cat` of ruled tensors (or parts of them) that all follow one elementwise rule:
+        a ruled tensor of that rule (on meta); None otherwise."""
+        parts = args[0]
+        entries = [self._ruled_entry(t) for t in parts]
+        if not parts or any(e is None or storage_of(t) in self.parameters
+                            for e, t in zip(entries, parts)):
+            return None
+        rules = {values.without_stream(self._rule_of_key(e[2])) for e in entries}
+        dtypes = {t.dtype for t in parts}
+        if len(rules) != 1 or len(dtypes) != 1 or not values.elementwise(next(iter(rules))):
+            return None
+        out = func(*args, **kwargs)
+        self._make_ruled(out, next(iter(rules)), out.dtype, entries[0][1])
+        return out
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -21,6 +21,7 @@ from it) is *tainted*: registered as a parameter it is not a value fusedinit can
 materialize_ names it, never guessing."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable, Dict, Optional, Tuple
 
@@ -233,11 +234,25 @@ def realize(rule, shape, dtype: torch.dtype, device: torch.device) -> torch.Tens
     return t
 
 
+def elementwise(rule) -> bool:
+    """Whether every element follows `rule` on its own (a part of such a tensor follows it
+    too): a constant or a draw without a padding row."""
+    return isinstance(rule, (Constant, Uniform, TruncNormal)) or \
+        isinstance(rule, Normal) and rule.padding_idx is None
+
+
+def without_stream(rule):
+    """`rule` with its stream cleared (hashable): what parts of one rule have in common."""
+    if isinstance(rule, (Normal, Uniform, TruncNormal)):
+        return dataclasses.replace(rule, stream=0)
+    return rule
+
+
 def draws(rule) -> bool:
     """Whether a value realized from `rule` is not a value fusedinit can record: a draw with
     torch's generator, or `empty`'s memory."""
     return not isinstance(rule, Constant)
 
 
-__all__ = ["UNSET", "here", "factory_rule", "affine_rule", "in_place_rule", "IN_PLACE_AFFINE", "cast_rule", "realize", "draws",
+__all__ = ["UNSET", "here", "elementwise", "without_stream", "factory_rule", "affine_rule", "in_place_rule", "IN_PLACE_AFFINE", "cast_rule", "realize", "draws",
            "exact_constant"]
