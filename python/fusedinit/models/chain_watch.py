@@ -7,7 +7,7 @@ draws (correct values of its distribution), but they are not the contract's Trun
 parameter's name, so FoldMismatchWarning says so (once per process per sampler)."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 
@@ -29,17 +29,16 @@ class ChainWatch:
     def _name(self, key) -> str:
         return self.session.names.get(key) or self.session.temporaries.get(key) or "a tensor"
 
-    def written(self, func, t: torch.Tensor, key: Optional[tuple] = None) -> None:
-        """A write of `t` (memory `key`, when the caller has it) was queued: a sampler's first
-        op begins a watched chain."""
+    def written(self, func, t: torch.Tensor) -> None:
+        """A write of `t` was queued: a sampler's first op begins a watched chain."""
         if self.calls:
-            self.calls.pop(key or tensor_key(t), None)  # a new write replaces the chain
+            self.calls.pop(tensor_key(t), None)  # a new write replaces the chain
         if func not in _DRAWS:
             return
         call = sampler_call()
         if call is None or not call.expected:
             return
-        key = key or tensor_key(t)
+        key = tensor_key(t)
         got = op_name(func)
         if got != call.expected[0]:
             warn_fold_mismatch(call, self._name(key), f"its first op on the tensor was {got}")

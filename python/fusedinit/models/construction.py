@@ -183,7 +183,6 @@ class ConstructionTracker(WriteTracker):
                 out = func(*args, **kwargs)
                 if isinstance(out, torch.Tensor) and out.dtype.is_floating_point:
                     self._make_ruled(out, new, out.dtype, entry[1])
-                    return True, out
                 return True, out
             if func in (aten.clone.default, aten._to_copy.default) and rule is not None:
                 device = kwargs.get("device") or entry[1]
@@ -369,11 +368,7 @@ class Construction:
     def whole_view_name(self, t: torch.Tensor) -> Optional[str]:
         """The name of the ruled tensor `t` is a whole contiguous view of, if any."""
         entry = self.tracker.ruled.get(storage_of(t))
-        if entry is None or not t.is_contiguous() or t.storage_offset() != 0:
-            return None
-        base = entry[2]
-        return self.names.get(base) if t.numel() * t.element_size() == \
-            t.untyped_storage().nbytes() else None
+        return self.names.get(entry[2]) if entry is not None and whole_meta(t) else None
 
     def on_parameter(self, module, name, param):
         if building.get() is not self or param is None:

@@ -48,10 +48,6 @@ def exact_constant(value, dtype: torch.dtype) -> Optional[Constant]:
         return None
 
 
-def _arg(args, kwargs, i, name, default):
-    return args[i] if len(args) > i else kwargs.get(name, default)
-
-
 def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -254,5 +250,6 @@ def draws(rule) -> bool:
     return not isinstance(rule, Constant)
 
 
-__all__ = ["UNSET", "here", "elementwise", "without_stream", "factory_rule", "affine_rule", "in_place_rule", "IN_PLACE_AFFINE", "cast_rule", "realize", "draws",
+__all__ = ["UNSET", "here", "elementwise", "without_stream", "factory_rule", "affine_rule",
+           "in_place_rule", "IN_PLACE_AFFINE", "cast_rule", "realize", "draws",
            "exact_constant"]

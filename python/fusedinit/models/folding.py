@@ -18,10 +18,9 @@ import numpy as np
 import torch
 
 from ..ops.sharding import is_dtensor
-from ..ops.specs import Normal, TruncNormal, Uniform
+from ..ops.specs import SPECS, Normal, TruncNormal, Uniform
 from ..torch_internals import (is_marked_all_false, mark_all_false, norm_cdf, rejection_bounds,
                                sampler_call)
-from ..ops.specs import SPECS
 from .constructor_values import IN_PLACE_AFFINE, in_place_rule
 from .queue import DeferredOp, InitSession, Pending, tensor_key
 

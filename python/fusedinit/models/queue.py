@@ -208,12 +208,19 @@ class InitSession:
             # made through `t` viewed as it (the object may hold other memory by now).
             key, name = self._own_keys[row], self._own_names[row]
             t = t.view(self._own_views[row][0])
-        if not t.is_floating_point() and not isinstance(spec, Constant):
+        spec = self._fitted(spec, t.is_floating_point(), stream_name or name)
+        if spec is None:
             return False
-        if _draws(spec):  # a constant needs no stream (hashing the name costs ~1.5 us)
-            spec = on_stream(spec, self._stream(stream_name or name))
         self._put(key, t, spec)
         return True
+
+    def _fitted(self, spec, floating: bool, name: str):
+        """`spec` as queued for a tensor whose stream is `name`'s: a draw on that stream (a
+        constant has none: no name is hashed, ~1.5 us); None for a draw on an integer tensor
+        (the kernels fill floating types only)."""
+        if type(spec) is Constant:
+            return spec
+        return on_stream(spec, self._stream(name)) if floating and _draws(spec) else None
 
     def _flat_row(self, t: torch.Tensor) -> Optional[int]:
         """The row of the module's contiguous tensor whose elements the contiguous `t` covers,
@@ -245,10 +252,9 @@ class InitSession:
         if (self._watchers or storage_address(t) != key[0] or t.storage_offset() != key[1]
                 or t.dtype != key[2] or t.shape != shape or t.stride() != stride):
             return False
-        if type(spec) is not Constant:  # (a constant needs no stream: no name hashed)
-            if not self._own_floating[row] or not _draws(spec):
-                return False
-            spec = on_stream(spec, self._stream(self._own_names[row]))
+        spec = self._fitted(spec, self._own_floating[row], self._own_names[row])
+        if spec is None:
+            return False
         self._put(key, t, spec)
         return True
 
@@ -270,7 +276,7 @@ class InitSession:
         (`t.detach()`): it keeps the memory alive and is written there, whatever the module's
         tensor object holds by then (`.data =` after the write was queued)."""
         if key not in self.pending:
-            s = key[0]  # storage_of_key(key)
+            s = storage_of_key(key)
             self._storages[s] = self._storages.get(s, 0) + 1
         self.pending[key] = Pending(t.detach(), spec)
 
@@ -386,13 +392,12 @@ class InitSession:
                 self.written[name] = p.spec
                 if p.ops and p.tensor.device.type == "meta":
                     self.deferred_on_meta.append(name)
-        live = list(pending.values())
-        floating = [(p.tensor, p.spec) for p in live if p.tensor.is_floating_point()]
+        floating = [(p.tensor, p.spec) for p in pending.values() if p.tensor.is_floating_point()]
         with torch.no_grad():
             init_many_(floating, seed=self.seed)
-            for p in live:
+            for p in pending.values():
                 if not p.tensor.is_floating_point():
                     p.tensor.fill_(p.spec.value)
-            for p in live:
+            for p in pending.values():
                 for op in p.ops:
                     op.func(*op.args, **op.kwargs)

@@ -16,10 +16,14 @@ from .seed import check_u64
 _F32_LIMIT = 3.4028235677973366e38
 
 
-def _real(name: str, value) -> float:
+def _float(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    x = float(value)
+    return float(value)
+
+
+def _real(name: str, value) -> float:
+    x = _float(name, value)
     if not math.isfinite(x):
         raise ValueError(f"{name} must be finite, got {x}")
     if abs(x) >= _F32_LIMIT:
@@ -30,9 +34,7 @@ def _real(name: str, value) -> float:
 def _bound(name: str, value) -> float:
     """A truncation bound: any real number but nan; -inf / +inf leave that side open (as
     torch.nn.init.trunc_normal_ takes them: a normal, or a half-normal with one of them)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    x = float(value)
+    x = _float(name, value)
     if math.isnan(x):
         raise ValueError(f"{name} must not be nan")
     return x
