@@ -12,7 +12,7 @@ from .models.modules import init_module_
 from .models.engine import fuse
 from .torch_internals import FoldMismatchWarning
 from .models.deferred import deferred_init, materialize_
-from . import hf
+from . import hf, megatron
 from .hf import from_config, patch_transformers, patched_transformers, unpatch_transformers
 
 # The oracle keeps its public path: `import fusedinit.reference` / `fusedinit.reference.init_`
@@ -36,6 +36,6 @@ def available_backends():
 
 __all__ = ["CONTRACT_VERSION", "normal_", "uniform_", "trunc_normal_", "init_many_", "Normal", "Uniform",
            "TruncNormal", "Constant", "reference", "available_backends", "HAS_EXTENSION",
-           "init_module_", "fuse", "FoldMismatchWarning", "deferred_init", "materialize_", "param_stream", "hf", "from_config", "patch_transformers",
+           "init_module_", "fuse", "FoldMismatchWarning", "deferred_init", "materialize_", "param_stream", "hf", "megatron", "from_config", "patch_transformers",
            "unpatch_transformers", "patched_transformers",
            "__version__"]

@@ -38,6 +38,7 @@ from ..ops.sharding import is_dtensor
 from .construction import (Construction, ConstructionTracker, LiveTensors, WriteTracker,
                            building, on_meta, whole_meta)
 from .engine import recording
+from .places import Places
 from .queue import InitSession, storage_of, tensor_key
 
 aten = torch.ops.aten
@@ -293,7 +294,8 @@ def _restore(saved: list) -> List[str]:
 def _allocate_and_write(module: nn.Module, device: torch.device, seed: int,
                         record: Optional[DeferredRecord], init: Optional[Callable[[nn.Module], object]],
                         kept: Dict[str, torch.Tensor], around: Optional[Callable],
-                        progress: Callable[[str], None], caller: str) -> None:
+                        progress: Callable[[str], None], caller: str,
+                        places: Optional[Places], uninitialized_hint: str) -> None:
     # to_empty gives a meta tensor held by two modules (tied weights) two new tensors: each
     # tensor is allocated once, through its first slot, and the others share it again.
     # (DTensors are left to their owner: FSDP2 handles to_empty of its parameters itself.)
@@ -325,11 +327,16 @@ def _allocate_and_write(module: nn.Module, device: torch.device, seed: int,
 
     tracker = WriteTracker()
     with tracker, (around(module) if around is not None else contextlib.nullcontext()):
-        with recording(module, seed) as session:
+        with recording(module, seed, places=places) as session:
             if record is not None:
                 for name, t, is_param in _named_tensors(module):
                     spec = record.specs.get(name)
                     if spec is not None:
+                        if places and name in places and name in record.copies:
+                            raise NotImplementedError(
+                                f"{caller}: {name} is a copy of {record.copies[name]} made by "
+                                "its constructor, and has a global place: writing a copy at "
+                                "its own global place is not supported")
                         session.queue(t, spec, stream_name=record.copies.get(name))
             if init is not None:
                 init(module)
@@ -353,7 +360,8 @@ def _allocate_and_write(module: nn.Module, device: torch.device, seed: int,
                "nn.Transformer initialize in their constructors: build them with "
                "fusedinit.deferred_init, or pass init=)" if init is None else
                "init() did not write them")
-        raise RuntimeError(f"{caller}: left uninitialized: {', '.join(reasons)}{more}; {how}")
+        raise RuntimeError(f"{caller}: left uninitialized: {', '.join(reasons)}{more}; {how}"
+                           + uninitialized_hint)
     progress("written")
 
 
@@ -362,13 +370,16 @@ def allocate_and_write_(module: M, device: torch.device, seed: int, *,
                         keep_parameters: bool = False,
                         around: Optional[Callable[[nn.Module], ContextManager]] = None,
                         progress: Optional[Callable[[str], None]] = None,
-                        caller: str = "fusedinit.materialize_") -> M:
+                        caller: str = "fusedinit.materialize_",
+                        places: Optional[Places] = None,
+                        uninitialized_hint: str = "") -> M:
     """The one allocation and write path of `materialize_` and `from_config` (arguments
     already checked): allocate `module` on `device` (`to_empty`), keep the real values of
     buffers (and of parameters with `keep_parameters`: transformers 4.x builds those its
     layers make with torch.ones / zeros for real), then - in one recording, one op call per
     device - write the record `deferred_init` / `record_on_meta_` left, then `init(module)`
-    (else, without a record, each submodule's `reset_parameters()`). `around(module)` is a
+    (else, without a record, each submodule's `reset_parameters()`); the parameters named in
+    `places` are written as the global blocks given there. `around(module)` is a
     context entered after the allocation and left once everything is written (from_config
     unties tied weights in it). `progress` hears "allocated" and "written". Raises, naming
     them, if a parameter or buffer is left uninitialized; when it raises, the module's
@@ -383,7 +394,8 @@ def allocate_and_write_(module: M, device: torch.device, seed: int, *,
     saved = _snapshot(module)
     try:
         _allocate_and_write(module, device, seed, record, init, kept, around,
-                            progress or (lambda stage: None), caller)
+                            progress or (lambda stage: None), caller, places,
+                            uninitialized_hint)
     except BaseException as exc:
         # Nothing half-done is handed back: every parameter and buffer is put back as it was
         # (to_empty allocated new memory, so the old tensors are intact) and the call can be

@@ -33,6 +33,7 @@ from ..ops.specs import Constant, Normal, Uniform
 from .chain_watch import ChainWatch
 from .dtensor_rows import DTensorRows
 from .folding import CHAIN_OPS, MASK_OPS, arg, fold, known_false_op
+from .places import Places
 from .queue import InitSession
 from .temporaries import FACTORIES, LAZY_OPS, Temporaries, tensors_of
 
@@ -257,11 +258,13 @@ class _Interceptor(TorchDispatchMode):
 
 
 @contextmanager
-def recording(root: nn.Module, seed: int, prefix: str = "") -> Iterator[InitSession]:
+def recording(root: nn.Module, seed: int, prefix: str = "",
+              places: Optional[Places] = None) -> Iterator[InitSession]:
     """Record and batch every init write made inside to `root`'s parameters and buffers (named
-    `prefix` + name); write them when the block exits - one op call per device. If the block
-    raises, the queued writes are dropped (nothing more is written) and the error propagates."""
-    session = InitSession(root, seed, prefix)
+    `prefix` + name; those in `places` are written as the global blocks given there); write
+    them when the block exits - one op call per device. If the block raises, the queued writes
+    are dropped (nothing more is written) and the error propagates."""
+    session = InitSession(root, seed, prefix, places)
     token = _current.set(session)
     interceptor = _Interceptor(session)
     try:

@@ -20,6 +20,7 @@ from ..ops.api import init_many_
 from ..ops.sharding import is_dtensor
 from ..ops.specs import Constant, Normal, on_stream
 from ..torch_internals import storage_address
+from .places import Places, placed_items
 from .streams import param_stream
 
 
@@ -119,8 +120,12 @@ class Pending:
 class InitSession:
     """Pending writes for the parameters and buffers of `root`, named `prefix` + their name."""
 
-    def __init__(self, root: nn.Module, seed: int, prefix: str = ""):
+    def __init__(self, root: nn.Module, seed: int, prefix: str = "",
+                 places: Optional[Places] = None):
         self.root, self.seed = root, seed
+        # name -> the blocks of a global model it holds (places.py): written block by block,
+        # each on its global tensor's stream at its global indices.
+        self.places: Places = places or {}
         self.names: Dict[tuple, str] = {}
         # The module's own tensor objects (DTensors aside: they are found by their shard), as
         # columns: the engine's fast lane finds an op's tensor by identity (`id`, then `is`)
@@ -392,7 +397,15 @@ class InitSession:
                 self.written[name] = p.spec
                 if p.ops and p.tensor.device.type == "meta":
                     self.deferred_on_meta.append(name)
-        floating = [(p.tensor, p.spec) for p in pending.values() if p.tensor.is_floating_point()]
+        floating = []
+        for key, p in pending.items():
+            if p.tensor.is_floating_point():
+                placed = (placed_items(self.places, self.names.get(key), p.tensor, p.spec)
+                          if self.places else None)
+                if placed is None:
+                    floating.append((p.tensor, p.spec))
+                else:
+                    floating.extend(placed)
         with torch.no_grad():
             init_many_(floating, seed=self.seed)
             for p in pending.values():

@@ -1,0 +1,131 @@
+"""Where a module's local tensors sit in a global model that the framework describes (Megatron-
+Core's dist-checkpointing keys, global shapes and offsets): a parameter's values are then those
+of its elements' global indices in the global tensor it is part of, on that tensor's stream -
+the same for every parallel layout that cuts the global tensor differently.
+
+A local parameter may hold several blocks of one global tensor (a gated MLP's fc1 under tensor
+parallelism holds a slice of w and a slice of v) or blocks of several (one per local expert);
+each block is a strided view of the parameter. A framework may describe a block by a copy it
+makes (Megatron's grouped experts make `.contiguous()` copies of transposed views): `block_of`
+recovers the view from the local indices the copy holds."""
+from __future__ import annotations
+
+from typing import List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+
+from ..ops.specs import Constant, on_stream
+from .streams import param_stream
+
+
+class GlobalBlock(NamedTuple):
+    """A part of a (contiguous) local tensor `t`: `t.as_strided(size, stride, t.storage_offset()
+    + offset)`, which is the block at `global_offset` of the global tensor `key` (of shape
+    `global_shape`, one entry per dim of `size`), drawn on `param_stream(key)`."""
+
+    key: str
+    size: Tuple[int, ...]
+    stride: Tuple[int, ...]
+    offset: int
+    global_shape: Tuple[int, ...]
+    global_offset: Tuple[int, ...]
+
+    def view(self, local: torch.Tensor) -> torch.Tensor:
+        return local.as_strided(self.size, self.stride, local.storage_offset() + self.offset)
+
+    def item(self, local: torch.Tensor, spec) -> tuple:
+        """The init_many_ item writing `spec` to this block of `local`."""
+        if type(spec) is not Constant and hasattr(spec, "stream"):
+            spec = on_stream(spec, param_stream(self.key))
+        return (self.view(local), spec, self.global_shape, self.global_offset)
+
+
+# parameter name (in the module written) -> its blocks, which together cover it once
+Places = Mapping[str, Sequence[GlobalBlock]]
+
+
+def whole_block(shape: Sequence[int], key: str, global_shape: Sequence[int],
+                global_offset: Sequence[int]) -> GlobalBlock:
+    """The whole contiguous local tensor of `shape` as one block; `global_shape` may have more
+    (leading) dims than `shape` - the stacked layer axis of Megatron's keys - each of size one
+    in the local tensor."""
+    shape = tuple(int(n) for n in shape)
+    lead = len(global_shape) - len(shape)
+    if lead < 0:
+        raise ValueError(f"{key}: global shape {tuple(global_shape)} has fewer dims than the "
+                         f"local tensor {shape}")
+    stride = [1] * len(shape)
+    for d in range(len(shape) - 2, -1, -1):
+        stride[d] = stride[d + 1] * shape[d + 1]
+    return GlobalBlock(key, (1,) * lead + shape, (0,) * lead + tuple(stride), 0,
+                       tuple(int(n) for n in global_shape), tuple(int(n) for n in global_offset))
+
+
+def local_indices(shape: Sequence[int]) -> torch.Tensor:
+    """Each element's flat index in a contiguous tensor of `shape` (the smallest integer type
+    that holds them): what a framework's view-or-copy functions are run on to find out which
+    elements a block holds."""
+    n = 1
+    for s in shape:
+        n *= int(s)
+    dtype = torch.int32 if n <= torch.iinfo(torch.int32).max else torch.int64
+    return torch.arange(n, dtype=dtype).view(tuple(shape))
+
+
+def block_of(indices: torch.Tensor, key: str, global_shape: Sequence[int],
+             global_offset: Sequence[int]) -> Optional[GlobalBlock]:
+    """The block whose elements are the local elements `indices` holds (from `local_indices`,
+    through the framework's views and copies), if those are a strided view of the local tensor;
+    else None. Leading dims of `global_shape` beyond `indices`' dims are the local size one."""
+    shape = tuple(indices.shape)
+    lead = len(global_shape) - len(shape)
+    if lead < 0:
+        return None
+    if indices.numel() == 0:
+        return GlobalBlock(key, (1,) * lead + shape, (0,) * (lead + len(shape)), 0,
+                           tuple(global_shape), tuple(global_offset))
+    flat = indices.reshape(-1)
+    offset = int(flat[0])
+    stride: List[int] = []
+    for d, n in enumerate(shape):
+        if n == 1:
+            stride.append(0)
+            continue
+        step = [0] * len(shape)
+        step[d] = 1
+        stride.append(int(indices[tuple(step)]) - offset)
+    if any(s <= 0 for s, n in zip(stride, shape) if n > 1):  # overlapping or reversed
+        return None
+    base = torch.arange(int(flat.max()) + 1, dtype=indices.dtype)
+    if not torch.equal(base.as_strided(shape, stride, offset), indices):
+        return None
+    return GlobalBlock(key, (1,) * lead + shape, (0,) * lead + tuple(stride), offset,
+                       tuple(int(n) for n in global_shape), tuple(int(n) for n in global_offset))
+
+
+def check_cover(name: str, numel: int, blocks: Sequence[GlobalBlock]) -> None:
+    """The blocks of one parameter hold as many elements as it does (block_of already made
+    sure each is a view of it; a framework describes disjoint blocks)."""
+    held = 0
+    for b in blocks:
+        n = 1
+        for s in b.size:
+            n *= s
+        held += n
+    if held != numel:
+        raise ValueError(f"{name}: its global blocks hold {held} elements, the parameter "
+                         f"{numel}")
+
+
+def placed_items(places: Places, name: Optional[str], local: torch.Tensor,
+                 spec) -> Optional[List[tuple]]:
+    """The init_many_ items writing `spec` to the parameter `name` (its memory: `local`) block
+    by block; None if `name` has no place."""
+    blocks = places.get(name) if name is not None else None
+    if blocks is None:
+        return None
+    return [b.item(local, spec) for b in blocks]
+
+
+__all__ = ["GlobalBlock", "Places", "whole_block", "local_indices", "block_of", "check_cover",
+           "placed_items"]
