@@ -412,3 +412,48 @@ def test_parts_of_a_ruled_tensor_used_otherwise_are_real():
     model = fusedinit.deferred_init(Parts)
     for name, t in stock.state_dict().items():
         assert_bitwise_equal(model.state_dict()[name], t, name)
+
+
+class _TruncMaster(nn.Module):
+    """torch.nn.init.trunc_normal_ as a Megatron init_method on a master weight the constructor
+    makes (`torch.empty`), then a part of it, a cast or a copy_ into the parameter."""
+
+    def __init__(self, how: str, a: float = -0.02, b: float = 0.02):
+        super().__init__()
+        master = torch.empty(8, 6)
+        nn.init.trunc_normal_(master, std=0.01, a=a, b=b)
+        if how == "cast":
+            master = master.to(torch.float32)
+        if how == "part":
+            master = torch.cat(torch.split(master, 2, dim=0)[1:3], dim=0)
+        if how == "copy":
+            self.w = nn.Parameter(torch.empty(8, 6))
+            with torch.no_grad():
+                self.w.data.copy_(master)
+        else:
+            self.w = nn.Parameter(master)
+
+
+@pytest.mark.parametrize("how", ["whole", "cast", "part", "copy"])
+def test_trunc_normal_on_a_master_weight_is_recorded(how):
+    """torch >= 2.14's trunc_normal_ returns at once for meta tensors and rounds its bounds
+    with `master.new_tensor(a, device="cpu")`: before, the master weight was left unwritten
+    (silently) or realized from a draw (named)."""
+    model = fusedinit.deferred_init(_TruncMaster, how)
+    record = deferred_record(model)
+    assert record.unrecorded == {}
+    spec = record.specs["w"]
+    assert (spec.mean, spec.std, spec.a, spec.b) == (0.0, 0.01, -0.02, 0.02)
+    fusedinit.materialize_(model, device="cpu", seed=SEED)
+    expected = fusedinit.trunc_normal_(torch.empty(model.w.shape), 0.0, 0.01, -0.02, 0.02,
+                                       seed=SEED, stream=param_stream("w"), backend="reference")
+    assert_bitwise_equal(model.w.detach(), expected)
+
+
+def test_a_narrow_trunc_normal_on_a_master_weight_is_named():
+    """At most 30% of the mass inside [a, b]: torch's other branch, not recorded - the
+    parameter is named, not written with empty memory."""
+    model = fusedinit.deferred_init(_TruncMaster, "whole", 0.0, 0.001)
+    with pytest.raises(RuntimeError, match="left uninitialized: w"):
+        fusedinit.materialize_(model, device="cpu", seed=SEED)
+    assert model.w.device.type == "meta"

@@ -13,7 +13,8 @@ from typing import Dict, Iterator, List
 import torch
 from torch import nn
 
-from ..models.places import GlobalBlock, block_of, check_cover, local_indices, whole_block
+from ..models.places import (GlobalBlock, block_of, check_cover, local_indices, view_block,
+                             whole_block)
 
 
 def _leaves(tree) -> Iterator[object]:
@@ -44,22 +45,37 @@ def _check_whole(name: str, st) -> None:
                          "without a distributed optimizer's flattening)")
 
 
-def _factory_blocks(name: str, param: torch.Tensor, factory) -> List[GlobalBlock]:
-    """The blocks of `param` a factory describes: the factory is built on the parameter's
-    local indices instead of its values (the build functions view, chunk, transpose and copy;
-    they do not compute), and each block it makes is matched to a strided view of `param`."""
-    indices = local_indices(param.shape)
+def _built_leaves(name: str, factory, data: torch.Tensor) -> List[object]:
+    """The ShardedTensors `factory` builds on `data` instead of the parameter."""
     with torch.no_grad():
-        built = dataclasses.replace(factory, data=indices).build()
-    blocks = []
+        built = dataclasses.replace(factory, data=data).build()
+    leaves = []
     for leaf in _leaves([built]):
         if _is_factory(leaf):
             raise NotImplementedError(f"{name}: a ShardedTensorFactory that builds another "
                                       "factory is not supported")
-        if not _is_sharded_tensor(leaf):
-            continue  # LocalNonpersistentObject flags and the like
-        _check_whole(name, leaf)
-        block = block_of(leaf.data, leaf.key, leaf.global_shape, leaf.global_offset)
+        if _is_sharded_tensor(leaf):  # (LocalNonpersistentObject flags and the like: skipped)
+            _check_whole(name, leaf)
+            leaves.append(leaf)
+    return leaves
+
+
+def _factory_blocks(name: str, param: torch.Tensor, factory) -> List[GlobalBlock]:
+    """The blocks of `param` a factory describes. The factory is built on a meta stand-in
+    first: blocks that are views of it (a gated MLP's chunks) are read off their strides, with
+    nothing allocated. A factory that copies (grouped experts: `.contiguous()` of transposed
+    views) is built again on the parameter's local indices - its build functions view, chunk,
+    transpose and copy, they do not compute - and each block is matched to a strided view of
+    the parameter (one index per element, for as long as that takes)."""
+    stand_in = torch.empty(param.shape, dtype=param.dtype, device="meta")
+    leaves = _built_leaves(name, factory, stand_in)
+    if all(leaf.data is stand_in or leaf.data._base is stand_in for leaf in leaves):
+        return [view_block(leaf.data, leaf.key, leaf.global_shape, leaf.global_offset)
+                for leaf in leaves]
+    blocks = []
+    indices = local_indices(param.shape)
+    for leaf in _built_leaves(name, factory, indices):
+        block = block_of(leaf.data, indices, leaf.key, leaf.global_shape, leaf.global_offset)
         if block is None:
             raise ValueError(f"{name}: the block {leaf.key} at {leaf.global_offset} of its "
                              "ShardedTensorFactory is not a strided view of the parameter")

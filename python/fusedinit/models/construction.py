@@ -300,9 +300,19 @@ class LiveTensors(TorchFunctionMode):
         self.names = names  # the recording's table: the tensors that are the module's own
         self.tracker = tracker  # deferred_init's: ruled tensors (constructor_values.py)
 
+    def _stands_for_real(self, t) -> bool:
+        """One of the module's tensors, or a tensor the constructor made with a factory (a
+        master weight `torch.empty(...)` that `init_method` then fills): named at its first
+        write, so not yet in `names` when trunc_normal_ asks."""
+        if tensor_key(t) in self.names:
+            return True
+        tracker = self.tracker
+        return tracker is not None and tracker._ruled_entry(t) is not None \
+            and storage_of(t) not in tracker.parameters
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if getattr(func, "__self__", None) is torch.Tensor.is_meta and len(args) == 1 \
-                and tensor_key(args[0]) in self.names:
+                and self._stands_for_real(args[0]):
             caller = sys._getframe(1)
             if caller.f_code is trunc_normal_code() and frame_takes_rejection_branch(caller):
                 return False
@@ -317,7 +327,8 @@ class LiveTensors(TorchFunctionMode):
             if here.type != asked.type and func not in _META_KEEPING:
                 kwargs = {**kwargs, "device": here}
         if self.tracker is not None and func in _READS_OUTSIDE_DISPATCH and (
-                func is not torch.Tensor.__getitem__ or _advanced_index(args[1:])):
+                func is not torch.Tensor.__getitem__ or _advanced_index(args[1:])) \
+                and not _elsewhere(func, kwargs):
             # These read or write a tensor's data (or make tensors on its device) before any
             # dispatch: a ruled tensor is realized and they run on its real value.
             args = tuple(self.tracker.realized_or_real(a) for a in args)
@@ -331,6 +342,14 @@ _READS_OUTSIDE_DISPATCH = frozenset({
     torch.Tensor.numpy, torch.Tensor.__array__, torch.Tensor.new_tensor,
     torch.Tensor.index_put_, torch.Tensor.index_put, torch.Tensor.masked_fill_,
     torch.Tensor.masked_fill})
+def _elsewhere(func, kwargs) -> bool:
+    """`t.new_tensor(x, device=d)` for a real device d takes only `t`'s dtype (torch's
+    trunc_normal_ rounds its bounds so on a master weight Megatron's init_method fills)."""
+    device = kwargs.get("device") if kwargs else None
+    return func is torch.Tensor.new_tensor and device is not None \
+        and torch.device(device).type != "meta"
+
+
 def _advanced_index(index) -> bool:
     """Whether an indexing key holds lists or tensors (then torch builds index tensors on the
     indexed tensor's device); ints, slices, None and Ellipsis make a view."""

@@ -61,6 +61,19 @@ def whole_block(shape: Sequence[int], key: str, global_shape: Sequence[int],
                        tuple(int(n) for n in global_shape), tuple(int(n) for n in global_offset))
 
 
+def view_block(view: torch.Tensor, key: str, global_shape: Sequence[int],
+               global_offset: Sequence[int]) -> GlobalBlock:
+    """The block `view` (a view of a contiguous local tensor) is; `global_shape` may have
+    leading dims beyond `view`'s, of local size one."""
+    lead = len(global_shape) - view.dim()
+    if lead < 0:
+        raise ValueError(f"{key}: global shape {tuple(global_shape)} has fewer dims than the "
+                         f"local block {tuple(view.shape)}")
+    return GlobalBlock(key, (1,) * lead + tuple(view.shape), (0,) * lead + tuple(view.stride()),
+                       view.storage_offset(), tuple(int(n) for n in global_shape),
+                       tuple(int(n) for n in global_offset))
+
+
 def local_indices(shape: Sequence[int]) -> torch.Tensor:
     """Each element's flat index in a contiguous tensor of `shape` (the smallest integer type
     that holds them): what a framework's view-or-copy functions are run on to find out which
@@ -72,11 +85,12 @@ def local_indices(shape: Sequence[int]) -> torch.Tensor:
     return torch.arange(n, dtype=dtype).view(tuple(shape))
 
 
-def block_of(indices: torch.Tensor, key: str, global_shape: Sequence[int],
+def block_of(indices: torch.Tensor, source: torch.Tensor, key: str, global_shape: Sequence[int],
              global_offset: Sequence[int]) -> Optional[GlobalBlock]:
-    """The block whose elements are the local elements `indices` holds (from `local_indices`,
-    through the framework's views and copies), if those are a strided view of the local tensor;
-    else None. Leading dims of `global_shape` beyond `indices`' dims are the local size one."""
+    """The block whose elements are the local elements `indices` holds (computed from
+    `source = local_indices(local shape)` by the framework's views and copies), if those are a
+    strided view of the local tensor; else None. Leading dims of `global_shape` beyond
+    `indices`' dims are the local size one."""
     shape = tuple(indices.shape)
     lead = len(global_shape) - len(shape)
     if lead < 0:
@@ -96,8 +110,10 @@ def block_of(indices: torch.Tensor, key: str, global_shape: Sequence[int],
         stride.append(int(indices[tuple(step)]) - offset)
     if any(s <= 0 for s, n in zip(stride, shape) if n > 1):  # overlapping or reversed
         return None
-    base = torch.arange(int(flat.max()) + 1, dtype=indices.dtype)
-    if not torch.equal(base.as_strided(shape, stride, offset), indices):
+    # `source` holds 0, 1, 2, ...: the strided view found must hold exactly `indices`.
+    flat_source = source.reshape(-1)
+    if int(flat.max()) >= flat_source.numel() or \
+            not torch.equal(flat_source.as_strided(shape, stride, offset), indices):
         return None
     return GlobalBlock(key, (1,) * lead + shape, (0,) * lead + tuple(stride), offset,
                        tuple(int(n) for n in global_shape), tuple(int(n) for n in global_offset))
