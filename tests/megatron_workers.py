@@ -49,6 +49,9 @@ def _allow_grouped_gemm() -> None:
 def setup(tp: int, pp: int, ep: int) -> None:
     warnings.filterwarnings("ignore")
     from megatron.core import parallel_state as ps
+    if ps.model_parallel_is_initialized():
+        assert ps.get_tensor_model_parallel_world_size() == tp
+        return
     ps.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
                                  expert_model_parallel_size=ep,
                                  expert_tensor_parallel_size=1 if ep > 1 else None)
@@ -157,6 +160,23 @@ def save_case(argument: str) -> None:
     result = gathered(gpt)
     if result is not None:
         torch.save(result, path)
+
+
+def singles_case(folder: str) -> None:
+    """On one rank (TP = PP = EP = 1): fusedinit's dense, MoE and grouped-MoE models and
+    Megatron's own dense and MoE models, saved as `{how}-{model}.pt` in `folder` (one process
+    for all five: each spawn costs seconds of imports)."""
+    setup(1, 1, 1)
+    for how, model in (("fused", "dense"), ("fused", "moe"), ("fused", "grouped"),
+                       ("megatron", "dense"), ("megatron", "moe")):
+        torch.save(gathered(build(model, how, 1, 1, 1)), os.path.join(folder, f"{how}-{model}.pt"))
+
+
+def single_rank_checks_case() -> None:
+    """The one-rank checks, in one process."""
+    no_master_case()
+    uninitialized_case()
+    refusal_case()
 
 
 def op_calls_case(argument: str) -> None:
