@@ -5,7 +5,7 @@ full master weight of each layer with torch's generator, then keeps its slice) v
 Each mode runs in fresh processes, one per rank, one thread each.
 
     python benchmarks/megatron_init.py                    # ~0.95B dense GPT, TP=2 on 2 ranks
-    python benchmarks/megatron_init.py --model moe        # a ~0.6B MoE (8 experts), EP=2
+    python benchmarks/megatron_init.py --model moe        # a 0.37B MoE (8 experts), EP=2
     python benchmarks/megatron_init.py --model tiny       # seconds: a smoke run
 
 Needs megatron-core (`pip install --no-deps "megatron-core==0.16.*"`)."""
