@@ -172,8 +172,25 @@ def singles_case(folder: str) -> None:
         torch.save(gathered(build(model, how, 1, 1, 1)), os.path.join(folder, f"{how}-{model}.pt"))
 
 
+def attributes_case() -> None:
+    """Every parameter keeps what Megatron's constructor set on it (tensor_model_parallel,
+    partition_dim, partition_stride, allreduce, sequence_parallel, ...: its DDP and optimizers
+    read them), its type and requires_grad - as Megatron's own build has them."""
+    setup(1, 1, 1)
+    for model in ("moe", "grouped"):
+        theirs = dict(build(model, "megatron", 1, 1, 1).named_parameters())
+        ours = dict(build(model, "fused", 1, 1, 1).named_parameters())
+        assert list(theirs) == list(ours)
+        for name, p in theirs.items():
+            q = ours[name]
+            assert vars(p) == vars(q), (name, vars(p), vars(q))
+            assert type(p) is type(q) and p.requires_grad == q.requires_grad, name
+        assert any(vars(p) for p in ours.values())
+
+
 def single_rank_checks_case() -> None:
     """The one-rank checks, in one process."""
+    attributes_case()
     no_master_case()
     uninitialized_case()
     refusal_case()

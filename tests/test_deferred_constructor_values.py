@@ -457,3 +457,32 @@ def test_a_narrow_trunc_normal_on_a_master_weight_is_named():
     with pytest.raises(RuntimeError, match="left uninitialized: w"):
         fusedinit.materialize_(model, device="cpu", seed=SEED)
     assert model.w.device.type == "meta"
+
+
+class _Tagged(nn.Module):
+    """Attributes a library sets on its parameters (Megatron: tensor_model_parallel,
+    partition_dim, allreduce), after registration and before."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.empty(4, 3))
+        self.w.tensor_model_parallel, self.w.partition_dim = True, 0
+        nn.init.normal_(self.w, std=0.02)
+        tagged = nn.Parameter(torch.zeros(3))
+        tagged.allreduce = False
+        self.b = tagged
+        self.tied = nn.Linear(3, 3)
+        self.tied.weight.shared = True
+        self.other = nn.Linear(3, 3)
+        self.other.weight = self.tied.weight
+
+
+def test_materialize_keeps_the_attributes_set_on_parameters():
+    """to_empty makes new Parameter objects for meta ones: their attributes come along (before,
+    Megatron's DDP would have lost tensor_model_parallel / allreduce)."""
+    model = fusedinit.deferred_init(_Tagged)
+    fusedinit.materialize_(model, device="cpu", seed=SEED)
+    assert (model.w.tensor_model_parallel, model.w.partition_dim) == (True, 0)
+    assert model.b.allreduce is False
+    assert model.other.weight is model.tied.weight and model.tied.weight.shared is True
+    assert model.w.device.type == "cpu" and model.w.requires_grad

@@ -155,6 +155,7 @@ def test_one_op_call_per_rank(case, tmp_path):
 
 
 def test_single_rank_checks(tmp_path):
-    """No master weight allocated (a 32 GiB one recorded); perform_initialization=False named,
+    """Parameters keep Megatron's attributes; no master weight allocated (a 32 GiB one
+    recorded); perform_initialization=False named,
     then written through init=; what cannot be placed named (megatron_workers.py)."""
     spawn("megatron_workers", "single_rank_checks_case", 1, tmp_path)

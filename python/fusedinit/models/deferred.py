@@ -312,7 +312,17 @@ def _allocate_and_write(module: nn.Module, device: torch.device, seed: int,
                     first[id(t)] = (table, leaf)
     for table, leaf, _, _ in others:
         table[leaf] = None  # the key keeps its place (the order of state_dict)
+    # to_empty makes new Parameter objects for meta ones: the attributes libraries set on a
+    # parameter (Megatron's tensor_model_parallel / partition_dim / allreduce / shared, which
+    # its DDP and optimizer read) go over to the new object.
+    attributes = [(table, leaf, dict(vars(t))) for table, leaf in first.values()
+                  if table is not None and isinstance(t := table[leaf], nn.Parameter) and vars(t)]
     module.to_empty(device=device)
+    for table, leaf, saved in attributes:
+        new = table[leaf]
+        for k, v in saved.items():
+            if k not in vars(new):
+                setattr(new, k, v)
     with torch.no_grad():
         for name, t in kept.items():
             owner, _, leaf = name.rpartition(".")
