@@ -126,7 +126,7 @@ def main(argv=None) -> None:
           f"CPU, float32, one thread per rank; median of {args.repeat} runs per mode "
           "(all times: " + "; ".join(f"{m} " + ", ".join(f"{_slowest(r):.2f}" for r in rs)
                                       for m, rs in runs.items()) + " s)")
-    print(f"| mode | parameters per rank | time (slowest rank) | peak RSS growth per rank | "
+    print("| mode | parameters per rank | time (slowest rank) | peak RSS growth per rank | "
           "shard bytes per rank | RSS / shards |")
     print("|---|---|---|---|---|---|")
     for mode, ranks in results.items():
