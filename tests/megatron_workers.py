@@ -188,8 +188,62 @@ def attributes_case() -> None:
         assert any(vars(p) for p in ours.values())
 
 
+def half_precision_case() -> None:
+    """float16 / bfloat16 parameters (Megatron casts each master weight with
+    `.to(params_dtype)`: freed temporaries whose storage addresses later parameters reuse -
+    they once inherited a temporary's "written by an op" at random): every build records every
+    parameter, and the values are the contract's in that dtype."""
+    from fusedinit.models.streams import param_stream
+    setup(1, 1, 1)
+    for dtype in (torch.float16, torch.bfloat16):
+        for _ in range(3):
+            gpt = build("moe", "fused", 1, 1, 1, params_dtype=dtype, pipeline_dtype=dtype,
+                        fp16=dtype == torch.float16, bf16=dtype == torch.bfloat16)
+        qkv = gathered(gpt)["decoder.layers.self_attention.linear_qkv.weight"]
+        assert qkv.dtype == dtype
+        import fusedinit
+        key = "decoder.layers.self_attention.linear_qkv.weight"
+        expected = fusedinit.normal_(torch.empty(qkv.shape, dtype=dtype), 0.0, 0.02, seed=1234,
+                                     stream=param_stream(key), backend="reference")
+        assert torch.equal(qkv.view(torch.int16), expected.view(torch.int16))
+
+
+def _refused(call, *needles: str) -> None:
+    try:
+        call()
+    except ValueError as exc:
+        assert all(n in str(exc) for n in needles), exc
+    else:
+        raise AssertionError(f"not refused; expected an error naming {needles}")
+
+
+def two_rank_refusals_case() -> None:
+    """On 2 ranks (TP=2): a fan-based init method (xavier_uniform_) under Megatron's GPU
+    initialization sees this rank's shard, and GroupedMLP's CPU initialization sees this rank's
+    experts - a layout-dependent rule, named; a seed left to torch's generator is refused
+    (ranks seed torch differently). The model stays on meta."""
+    import fusedinit
+    setup(2, 1, 1)
+    custom = CUSTOM_INITS["xavier"]
+    torch_current_device = torch.cuda.current_device
+    _gpu_init_on_cpu()
+    gpt = build("dense", "deferred", 2, 1, 1, use_cpu_initialization=False, **custom)
+    torch.cuda.current_device = torch_current_device
+    _refused(lambda: fusedinit.megatron.materialize_(gpt, device="cpu", seed=1),
+             "decoder.layers.0.self_attention.linear_qkv.weight (", "config.init_method",
+             "use_cpu_initialization=True")
+    assert all(p.device.type == "meta" for p in gpt.parameters())
+    gpt = build("grouped", "deferred", 2, 1, 1, **custom)
+    _refused(lambda: fusedinit.megatron.materialize_(gpt, device="cpu", seed=1),
+             "decoder.layers.0.mlp.experts.weight1")
+    gpt = build("dense", "deferred", 2, 1, 1, **custom)  # CPU initialization: layout-free
+    _refused(lambda: fusedinit.megatron.materialize_(gpt, device="cpu"), "seed must be given")
+    fusedinit.megatron.materialize_(gpt, device="cpu", seed=1)
+
+
 def single_rank_checks_case() -> None:
     """The one-rank checks, in one process."""
+    half_precision_case()
     attributes_case()
     no_master_case()
     uninitialized_case()
@@ -301,11 +355,17 @@ def refusal_case() -> None:
         raise AssertionError("a parameter with no global place was written")
     assert all(p.device.type == "meta" for p in gpt.parameters())
     try:
-        fusedinit.megatron.materialize_(torch.nn.Linear(2, 2), device="cpu", seed=1)
+        fusedinit.megatron.materialize_(torch.nn.Linear(2, 2, device="meta"), device="cpu",
+                                        seed=1, init=lambda m: None)
     except TypeError as exc:
         assert "sharded_state_dict" in str(exc), exc
     else:
         raise AssertionError("a plain module was accepted")
+    built = build("dense", "megatron", 1, 1, 1)
+    before = {n: p.detach().clone() for n, p in built.named_parameters()}
+    _refused(lambda: fusedinit.megatron.materialize_(built, device="cpu", seed=1),
+             "not built by fusedinit.deferred_init")
+    assert all(torch.equal(p, before[n]) for n, p in built.named_parameters())
 
 
 if __name__ == "__main__":  # a quick look by hand: python tests/megatron_workers.py

@@ -159,3 +159,9 @@ def test_single_rank_checks(tmp_path):
     recorded); perform_initialization=False named,
     then written through init=; what cannot be placed named (megatron_workers.py)."""
     spawn("megatron_workers", "single_rank_checks_case", 1, tmp_path)
+
+
+def test_layout_dependent_rules_and_seeds_are_refused(tmp_path):
+    """xavier under Megatron's GPU initialization at TP=2, xavier in GroupedMLP: named; a
+    seed left to torch's generator on 2 ranks: refused (megatron_workers.py)."""
+    spawn("megatron_workers", "two_rank_refusals_case", 2, tmp_path)

@@ -18,12 +18,18 @@ from typing import Callable, Optional, TypeVar
 import torch
 from torch import nn
 
-from ..models.deferred import allocate_and_write_
+from ..models.deferred import gathered_record, allocate_and_write_
 from ..models.places import GlobalBlock
 from ..ops.seed import resolve_seed
 from .places import global_places
+from .shape_rules import shape_dependent_parameters
 
 M = TypeVar("M", bound=nn.Module)
+
+
+def _ranks() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def _hint(model: nn.Module) -> str:
@@ -43,9 +49,12 @@ def materialize_(model: M, *, device, seed: Optional[int] = None,
     parameters in one fused pass: what its constructor's init wrote (Megatron's rules), then
     `init(model)` if given. Each parameter is written as the blocks of global tensors that
     `model.sharded_state_dict()` gives it, on the stream of the block's global key: the values
-    depend on (seed, key, global index) only, not on the parallel layout. Raises, naming them,
-    for parameters that description leaves out and parameters left uninitialized; when it
-    raises, the model is left as it was."""
+    depend on (seed, key, global index) only, not on the parallel layout. In a job of several
+    ranks `seed` must be given (ranks seed torch differently). Raises, naming them, for
+    parameters that description leaves out, parameters whose recorded rule depends on a
+    layout-dependent shape (a fan-based init method under Megatron's GPU initialization or
+    in GroupedMLP) and parameters left uninitialized; when it raises, the model is left as it
+    was."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     try:
@@ -56,7 +65,27 @@ def materialize_(model: M, *, device, seed: Optional[int] = None,
         raise ValueError("device must be a real device, not 'meta'")
     if init is not None and not callable(init):
         raise TypeError(f"init must be a callable taking the model, got {type(init).__name__}")
+    if seed is None and generator is None and _ranks() > 1:
+        raise ValueError("seed must be given in a job of several ranks: drawn from torch's "
+                         "generator it would differ where ranks seed torch differently "
+                         "(Megatron seeds each pipeline stage with its own seed), and so would "
+                         "the model")
+    record = gathered_record(model)
+    if record is None and init is None:
+        raise ValueError("model was not built by fusedinit.deferred_init (nothing of its "
+                         "constructor's init is recorded): build it with "
+                         "fusedinit.deferred_init(GPTModel, config, ...), or pass init=")
     places = global_places(model)
+    shaped = shape_dependent_parameters(model, record, places)
+    if shaped:
+        raise ValueError(
+            f"the recorded init of {', '.join(shaped[:6])}{' and more' if len(shaped) > 6 else ''} "
+            "depends on the shape Megatron gave the init method, and that shape depends on the "
+            "parallel layout (Megatron's GPU initialization gives it this rank's shard, "
+            "GroupedMLP this rank's experts): another layout would give another model. Build "
+            "with use_cpu_initialization=True (the full master weight, recorded without "
+            "allocating it) and sequential experts, or use an init method that does not depend "
+            "on the shape (init_method_normal)")
     return allocate_and_write_(model, device, resolve_seed(seed, generator), init=init,
                                places=places, caller="fusedinit.megatron.materialize_",
                                uninitialized_hint=_hint(model))

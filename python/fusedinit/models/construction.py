@@ -49,6 +49,9 @@ class WriteTracker(TorchDispatchMode):
         super().__init__()
         self.written: Set[int] = set()
 
+    def note(self, t: torch.Tensor) -> None:
+        """`t`'s storage is recorded by its identity (overridden to keep it alive)."""
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         schema = func._schema
@@ -62,6 +65,7 @@ class WriteTracker(TorchDispatchMode):
                     s = storage_of(t)
                     if s is not None:
                         self.written.add(s)
+                        self.note(t)
         return func(*args, **kwargs)
 
 
@@ -84,6 +88,17 @@ class ConstructionTracker(WriteTracker):
         # later use of that tensor or of a view of it takes the same view of the real value.
         self.realized: Dict[int, torch.Tensor] = {}
         self.parameters: Set[int] = set()  # storages registered as parameters: never realized
+        # Every tensor whose storage identity a table above holds, alive until the constructor
+        # returns: a storage's identity is its address, which a freed temporary (Megatron's
+        # `master.to(params_dtype)`) hands on to the next tensor made - a parameter would then
+        # take the temporary's entries (its "written by an op", its rule). Meta tensors cost
+        # nothing; real ones are the constructor's own temporaries.
+        self.alive: Dict[int, torch.Tensor] = {}
+
+    def note(self, t: torch.Tensor) -> None:
+        s = storage_of(t)
+        if s is not None:
+            self.alive.setdefault(s, t)
 
     def _inherit(self, dest: torch.Tensor, src: torch.Tensor) -> None:
         names, written = self.construction.names, self.session.written
@@ -138,6 +153,7 @@ class ConstructionTracker(WriteTracker):
     def _make_ruled(self, out: torch.Tensor, rule, dtype: torch.dtype,
                     device: torch.device) -> None:
         self.ruled[storage_of(out)] = (dtype, device, tensor_key(out))
+        self.note(out)
         if rule is values.UNSET or rule is None:
             return
         self.session.queue(out, rule)  # named by the watcher, replaced by later writes
@@ -146,6 +162,7 @@ class ConstructionTracker(WriteTracker):
         """The real value of the ruled tensor whose storage `t` views (computed now, once),
         as `t` views it."""
         storage = storage_of(t)
+        self.note(t)
         dtype, device, key = self.ruled.pop(storage)
         rule = self._rule_of_key(key)
         if key in self.session.pending:
@@ -265,6 +282,7 @@ class ConstructionTracker(WriteTracker):
             for t in tree_leaves(out):
                 if isinstance(t, torch.Tensor):
                     self.tainted.add(storage_of(t))
+                    self.note(t)
             return out
         return self._inner(func, types, args, kwargs)
 

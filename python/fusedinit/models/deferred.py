@@ -132,7 +132,7 @@ def _attach(module: nn.Module, record: DeferredRecord) -> None:
         sub.__dict__[_RECORD_ATTR] = DeferredRecord(*part, copies)
 
 
-def _gathered_record(module: nn.Module) -> Optional[DeferredRecord]:
+def gathered_record(module: nn.Module) -> Optional[DeferredRecord]:
     """The records on `module` and its submodules (a deferred model put in a container), by
     names in `module`; an outer record's entry wins over an inner one's."""
     found = [(prefix, r) for prefix, sub in module.named_modules(remove_duplicate=True)
@@ -394,7 +394,7 @@ def allocate_and_write_(module: M, device: torch.device, seed: int, *,
     unties tied weights in it). `progress` hears "allocated" and "written". Raises, naming
     them, if a parameter or buffer is left uninitialized; when it raises, the module's
     parameters and buffers are left as they were."""
-    record = _gathered_record(module)
+    record = gathered_record(module)
     # Real values to keep (a parameter's by a detached alias: to_empty replaces its memory).
     kept = {name: t.detach() if is_param else t for name, t, is_param in _named_tensors(module)
             if (keep_parameters or not is_param) and t.device.type != "meta"
