@@ -18,7 +18,7 @@ from typing import Callable, Optional, TypeVar
 import torch
 from torch import nn
 
-from ..models.deferred import gathered_record, allocate_and_write_
+from ..models.deferred import allocate_and_write_, checked_target, gathered_record
 from ..models.places import GlobalBlock
 from ..ops.seed import resolve_seed
 from .places import global_places
@@ -55,16 +55,7 @@ def materialize_(model: M, *, device, seed: Optional[int] = None,
     layout-dependent shape (a fan-based init method under Megatron's GPU initialization or
     in GroupedMLP) and parameters left uninitialized; when it raises, the model is left as it
     was."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    try:
-        device = torch.device(device)
-    except (TypeError, RuntimeError) as exc:
-        raise ValueError(f"device must name a torch device, got {device!r}") from exc
-    if device.type == "meta":
-        raise ValueError("device must be a real device, not 'meta'")
-    if init is not None and not callable(init):
-        raise TypeError(f"init must be a callable taking the model, got {type(init).__name__}")
+    device = checked_target(model, device, init, "model")
     if seed is None and generator is None and _ranks() > 1:
         raise ValueError("seed must be given in a job of several ranks: drawn from torch's "
                          "generator it would differ where ranks seed torch differently "

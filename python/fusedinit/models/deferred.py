@@ -429,8 +429,14 @@ def materialize_(module: M, *, device, seed: Optional[int] = None,
     written, equal to the unsharded module's. Buffers that hold real values are kept (moved to
     `device`). Raises, naming them, if any parameter or buffer is left uninitialized; when it
     raises, the module's parameters and buffers are left as they were."""
+    device = checked_target(module, device, init)
+    return allocate_and_write_(module, device, resolve_seed(seed, generator), init=init)
+
+
+def checked_target(module, device, init, argument: str = "module") -> torch.device:
+    """materialize_'s argument checks (the module, its target device, `init`): the device."""
     if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+        raise TypeError(f"{argument} must be an nn.Module, got {type(module).__name__}")
     try:
         device = torch.device(device)
     except (TypeError, RuntimeError) as exc:
@@ -438,8 +444,9 @@ def materialize_(module: M, *, device, seed: Optional[int] = None,
     if device.type == "meta":
         raise ValueError("device must be a real device, not 'meta'")
     if init is not None and not callable(init):
-        raise TypeError(f"init must be a callable taking the module, got {type(init).__name__}")
-    return allocate_and_write_(module, device, resolve_seed(seed, generator), init=init)
+        raise TypeError(f"init must be a callable taking the {argument}, got "
+                        f"{type(init).__name__}")
+    return device
 
 
 __all__ = ["deferred_init", "materialize_", "deferred_record", "DeferredRecord"]
