@@ -66,8 +66,10 @@ def build(model: str, how: str, tp: int, pp: int, ep: int, seed: int = 1234, **o
     from megatron.core.models.gpt import GPTModel
     if model == "grouped":
         _allow_grouped_gemm()
+    model_options = {k: overrides.pop(k) for k in ("share_embeddings_and_output_weights",)
+                     if k in overrides}  # GPTModel's, not the config's
     make = functools.partial(GPTModel, config(model, tp, pp, ep, **overrides), _spec(model),
-                             vocab_size=128, max_sequence_length=32,
+                             vocab_size=128, max_sequence_length=32, **model_options,
                              pre_process=ps.is_pipeline_first_stage(),
                              post_process=ps.is_pipeline_last_stage())
     if how == "megatron":
@@ -361,6 +363,10 @@ def refusal_case() -> None:
         assert "sharded_state_dict" in str(exc), exc
     else:
         raise AssertionError("a plain module was accepted")
+    tied = build("dense", "deferred", 1, 1, 1, share_embeddings_and_output_weights=True)
+    tied.pre_process = False  # as on the last pipeline stage (Megatron cannot build it on CPU)
+    _refused(lambda: fusedinit.megatron.materialize_(tied, device="cpu", seed=1),
+             "output_layer.weight is tied")
     built = build("dense", "megatron", 1, 1, 1)
     before = {n: p.detach().clone() for n, p in built.named_parameters()}
     _refused(lambda: fusedinit.megatron.materialize_(built, device="cpu", seed=1),

@@ -486,3 +486,21 @@ def test_materialize_keeps_the_attributes_set_on_parameters():
     assert model.b.allreduce is False
     assert model.other.weight is model.tied.weight and model.tied.weight.shared is True
     assert model.w.device.type == "cpu" and model.w.requires_grad
+
+
+def test_a_failed_materialize_keeps_attributes_under_swap_conversion():
+    """With torch.__future__.set_swap_module_params_on_conversion(True), to_empty swaps the
+    parameters' contents (and __dict__): a materialize_ that fails puts the attributes back, so
+    a later one still has them."""
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        model = fusedinit.deferred_init(_Tagged)
+        model.register_parameter("bare", nn.Parameter(torch.empty(2, device="meta")))
+        with pytest.raises(RuntimeError, match="left uninitialized: bare"):
+            fusedinit.materialize_(model, device="cpu", seed=SEED)
+        assert (model.w.tensor_model_parallel, model.w.partition_dim) == (True, 0)
+        assert model.w.device.type == "meta"
+        fusedinit.materialize_(model, device="cpu", seed=SEED, init=lambda m: nn.init.zeros_(m.bare))
+        assert model.w.tensor_model_parallel is True and model.b.allreduce is False
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(False)

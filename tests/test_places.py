@@ -50,6 +50,10 @@ def test_block_of_refuses_what_is_no_view():
     assert block_of(source.flip(0).contiguous(), source, "k", (4, 4), (0, 0)) is None
     assert block_of(source[:, :1].expand(4, 3).contiguous(), source, "k", (4, 3), (0, 0)) is None
     assert block_of(source.reshape(-1)[[0, 5, 2]], source, "k", (3,), (0,)) is None
+    beyond = torch.tensor([[0, 1], [20, 21]], dtype=source.dtype)  # past the 16 elements
+    assert block_of(beyond, source, "k", (2, 2), (0, 0)) is None
+    block = block_of(source[:1], source, "k", (3, 4, 4), (2, 0, 0))  # own size-1 dim
+    assert block.lead == 1 and block.own_shape() == (4, 4)
 
 
 def test_view_block_and_cover():
@@ -77,3 +81,22 @@ def test_materialize_with_places_writes_global_blocks():
     g = reference((16, 6), "fc1", 0.02)
     assert_bitwise_equal(model.weight.detach(), torch.cat([g[4:8], g[12:16]]))
     assert model.bias.abs().max() <= 1 / 6 ** 0.5  # nn.Linear's own bias rule, by name
+
+
+@pytest.mark.parametrize("global_shape,global_offset", [((16, 6), (4, 0)), ((3, 16, 6), (2, 4, 0))])
+def test_a_padding_row_of_a_placed_parameter_is_its_local_row(global_shape, global_offset):
+    """`weight[1].zero_()` after a draw is a padding row of the local tensor: zeroed there,
+    the other rows the global block's values (before: read as a row of the global tensor - a
+    row elsewhere, or with a stacked axis, the whole block zeroed)."""
+    model = fusedinit.deferred_init(nn.Linear, 6, 4, bias=False)  # weight [4, 6]
+    places = {"weight": [whole_block((4, 6), "w", global_shape, global_offset)]}
+
+    def init(m):
+        nn.init.normal_(m.weight)
+        with torch.no_grad():
+            m.weight[1].zero_()
+
+    allocate_and_write_(model, torch.device("cpu"), SEED, places=places, init=init)
+    expected = reference(global_shape, "w")[global_offset[:-2] + (slice(4, 8),)].clone()
+    expected[1] = 0
+    assert_bitwise_equal(model.weight.detach(), expected)

@@ -61,6 +61,12 @@ def materialize_(model: M, *, device, seed: Optional[int] = None,
                          "generator it would differ where ranks seed torch differently "
                          "(Megatron seeds each pipeline stage with its own seed), and so would "
                          "the model")
+    if getattr(model, "share_embeddings_and_output_weights", False) \
+            and getattr(model, "post_process", False) and not getattr(model, "pre_process", True):
+        raise ValueError("output_layer.weight is tied to the embedding of the first pipeline "
+                         "stage, which Megatron copies into it with an all-reduce while it "
+                         "builds the model: fusedinit cannot record that copy. Build with "
+                         "share_embeddings_and_output_weights=False, or with one pipeline stage")
     record = gathered_record(model)
     if record is None and init is None:
         raise ValueError("model was not built by fusedinit.deferred_init (nothing of its "

@@ -73,9 +73,9 @@ def _factory_blocks(name: str, param: torch.Tensor, factory) -> List[GlobalBlock
         return [view_block(leaf.data, leaf.key, leaf.global_shape, leaf.global_offset)
                 for leaf in leaves]
     blocks = []
-    indices = local_indices(param.shape)
-    for leaf in _built_leaves(name, factory, indices):
-        block = block_of(leaf.data, indices, leaf.key, leaf.global_shape, leaf.global_offset)
+    local = local_indices(param.shape)
+    for leaf in _built_leaves(name, factory, local):
+        block = block_of(leaf.data, local, leaf.key, leaf.global_shape, leaf.global_offset)
         if block is None:
             raise ValueError(f"{name}: the block {leaf.key} at {leaf.global_offset} of its "
                              "ShardedTensorFactory is not a strided view of the parameter")

@@ -3,12 +3,16 @@ fan-in / fan-out), and the parameters Megatron hands them a shape that depends o
 layout: its GPU initialization runs `init_method` on each rank's shard, and GroupedMLP's CPU
 initialization on a master weight of this rank's experts only. Written at their global places,
 such parameters would get the values of a layout-dependent rule - a different model for another
-layout - so they are named instead. The check: a parameter's recorded rule must be what the
-config's init method gives for the parameter's global shape (the key's global shape without
-Megatron's stacked layer / expert axes - what Megatron's CPU initialization of a dense layer
-gives it, for any layout)."""
+layout - so they are named instead. The check: a parameter whose recorded rule is what a
+shape-dependent method (one of the config's init methods, or torch's xavier / kaiming) gives
+for the parameter's local shape, and what no init method gives for its global shape (the key's
+shape without Megatron's stacked layer / expert axes: what Megatron's CPU initialization of a
+dense layer gives the method, for any layout), is named. Rules from other code (a module's own
+init) are not second-guessed."""
 from __future__ import annotations
 
+import functools
+import math
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -39,45 +43,67 @@ def _rule_for(method: Callable, shape: Tuple[int, ...], cache: Dict) -> Optional
 
 
 def _config_methods(config) -> List[Tuple[str, Callable]]:
-    return [(name, getattr(config, name)) for name in sorted(vars(config))
+    return [(f"config.{name}", getattr(config, name)) for name in sorted(vars(config))
             if name.endswith("init_method") and callable(getattr(config, name))]
+
+
+# torch's fan-based initializers with their defaults (and nn.Linear's kaiming_uniform_(a=sqrt(5))):
+# a layer spec may hand one of them to a layer directly, not through the config.
+_TORCH_FAN_METHODS = (
+    ("torch.nn.init.xavier_uniform_", torch.nn.init.xavier_uniform_),
+    ("torch.nn.init.xavier_normal_", torch.nn.init.xavier_normal_),
+    ("torch.nn.init.kaiming_uniform_", torch.nn.init.kaiming_uniform_),
+    ("torch.nn.init.kaiming_normal_", torch.nn.init.kaiming_normal_),
+    ("torch.nn.init.kaiming_uniform_(a=sqrt(5))",
+     functools.partial(torch.nn.init.kaiming_uniform_, a=math.sqrt(5))),
+)
 
 
 def shape_dependent_parameters(model: nn.Module, record: Optional[DeferredRecord],
                                places: Dict[str, Sequence[GlobalBlock]]) -> List[str]:
-    """The parameters whose recorded rule is not what the config's init methods give for their
-    global shape, when at least one of those methods depends on the shape ("name (method)")."""
-    config = getattr(model, "config", None)
-    if record is None or config is None:
+    """The parameters whose recorded rule is a shape-dependent method's rule for the
+    parameter's local shape but not for its global shape (its key's shape without the stacked
+    axes), and no init method's rule for the global shape ("name (method)"). That is a fan
+    taken from a shard (GPU initialization) or from this rank's experts (GroupedMLP)."""
+    if record is None:
         return []
     cache: Dict = {}
-    methods = _config_methods(config)
+    config = getattr(model, "config", None)
+    methods = (_config_methods(config) if config is not None else []) + list(_TORCH_FAN_METHODS)
     shaped = [(n, m) for n, m in methods
               if _rule_for(m, _PROBE_SHAPES[0], cache) != _rule_for(m, _PROBE_SHAPES[1], cache)]
     if not shaped:
         return []
+    params = dict(model.named_parameters(remove_duplicate=True))
     named = []
     for name, spec in record.specs.items():
-        blocks = places.get(name)
-        if not blocks or isinstance(spec, Constant):
+        blocks, param = places.get(name), params.get(name)
+        if not blocks or param is None or isinstance(spec, Constant):
             continue  # constants (norms, biases) have no shape in them
-        block = blocks[0]
-        lead = len(block.global_shape) - _own_dims(block)
-        shape = tuple(block.global_shape[lead:])
-        rule = without_stream(spec)
-        if any(_rule_for(m, shape, cache) == rule for _, m in methods):
+        rule, whole = without_stream(spec), blocks[0].own_shape()
+        if any(_rule_for(m, whole, cache) == rule for _, m in methods):
             continue
-        named.append(f"{name} (config.{' / config.'.join(n for n, _ in shaped)})")
+        culprits = [(n, list(shape)) for shape in _seen_shapes(param) if shape != whole
+                    for n, m in shaped if _rule_for(m, shape, cache) == rule]
+        if culprits:
+            methods_named = " / ".join(sorted({n for n, _ in culprits}))
+            named.append(f"{name} ({methods_named} of the shape {culprits[0][1]}, not of "
+                         f"{list(whole)})")
     return named
 
 
-def _own_dims(block: GlobalBlock) -> int:
-    """The dims of a block that are the parameter's own (Megatron's stacked axes have local
-    size one and stride zero at the front)."""
-    lead = 0
-    for size, stride in zip(block.size, block.stride):
-        if size == 1 and stride == 0 and lead < len(block.size) - 1:
-            lead += 1
-        else:
-            break
-    return len(block.size) - lead
+def _seen_shapes(param: torch.Tensor) -> List[Tuple[int, ...]]:
+    """The shapes Megatron hands an init method for `param`: its shard (GPU initialization)
+    and the master weight of its tensor-parallel group (CPU initialization: the shard with its
+    partition dim times the group's size - for GroupedMLP's experts, this rank's experts)."""
+    local = tuple(param.shape)
+    shapes = [local]
+    if getattr(param, "tensor_model_parallel", False):
+        from megatron.core import parallel_state as ps
+        expert = getattr(param, "allreduce", True) is False
+        size = (ps.get_expert_tensor_parallel_world_size() if expert
+                else ps.get_tensor_model_parallel_world_size())
+        dim = getattr(param, "partition_dim", -1)
+        if size > 1 and 0 <= dim < len(local):
+            shapes.append(local[:dim] + (local[dim] * size,) + local[dim + 1:])
+    return shapes

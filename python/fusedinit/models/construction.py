@@ -27,7 +27,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 from . import constructor_values as values
 from .engine import is_view
-from .queue import storage_of, tensor_key
+from .queue import local_tensor, storage_of, tensor_key
 from ..ops.sharding import is_dtensor
 from ..torch_internals import (frame_takes_rejection_branch, outside_dispatch_modes,
                                trunc_normal_code)
@@ -38,6 +38,9 @@ aten = torch.ops.aten
 # registration hooks torch offers are process-wide, so they act only where this is set.
 building: contextvars.ContextVar[Optional["Construction"]] = contextvars.ContextVar(
     "fusedinit_deferred_construction", default=None)
+
+
+_PIN_BYTES = 16 << 20
 
 
 class WriteTracker(TorchDispatchMode):
@@ -93,12 +96,19 @@ class ConstructionTracker(WriteTracker):
         # `master.to(params_dtype)`) hands on to the next tensor made - a parameter would then
         # take the temporary's entries (its "written by an op", its rule). Meta tensors cost
         # nothing; real ones are the constructor's own temporaries.
-        self.alive: Dict[int, torch.Tensor] = {}
+        self.alive: Dict[int, torch.UntypedStorage] = {}
 
     def note(self, t: torch.Tensor) -> None:
+        """Pin `t`'s storage (not `t`: `p.data = ...` would let it go). Real storages over
+        _PIN_BYTES are not pinned - a constructor's large real temporaries must not pile up;
+        were one's address reused, the new tensor would be named by materialize_, not
+        written wrongly (the tables real storages are in only ever make a tensor unrecorded)."""
         s = storage_of(t)
-        if s is not None:
-            self.alive.setdefault(s, t)
+        if s is None or s in self.alive:
+            return
+        storage = local_tensor(t).untyped_storage()
+        if t.device.type == "meta" or storage.nbytes() <= _PIN_BYTES:
+            self.alive[s] = storage
 
     def _inherit(self, dest: torch.Tensor, src: torch.Tensor) -> None:
         names, written = self.construction.names, self.session.written
@@ -401,6 +411,7 @@ class Construction:
         if key is not None and key not in self.names:
             self.names[key] = f"<constructor tensor {len(self.tensors)}>"
             self.tensors.append(t)
+            self.tracker.note(t)  # its storage, even after `t.data = ...`
 
     def whole_view_name(self, t: torch.Tensor) -> Optional[str]:
         """The name of the ruled tensor `t` is a whole contiguous view of, if any."""

@@ -266,9 +266,10 @@ def _snapshot(module: nn.Module) -> list:
     saved = []
     for m in module.modules():
         for name, p in m._parameters.items():
-            saved.append((m._parameters, name, p, None if p is None else p.data))
+            saved.append((m._parameters, name, p, None if p is None else p.data,
+                          None if p is None else dict(vars(p))))
         for name, b in m._buffers.items():
-            saved.append((m._buffers, name, b, None))
+            saved.append((m._buffers, name, b, None, None))
     return saved
 
 
@@ -277,7 +278,7 @@ def _restore(saved: list) -> List[str]:
     already raising)."""
     failed = []
     with torch.no_grad():
-        for table, name, obj, data in saved:
+        for table, name, obj, data, attributes in saved:
             table[name] = obj
             if data is None:
                 continue
@@ -286,6 +287,7 @@ def _restore(saved: list) -> List[str]:
                     obj.data = data
                 else:  # to_empty swapped the contents (swap_module_params_on_conversion)
                     torch.utils.swap_tensors(obj, type(obj)(data, requires_grad=obj.requires_grad))
+                    obj.__dict__.update(attributes)  # (swap_tensors swaps __dict__ too)
             except Exception:  # noqa: BLE001 - reported on the error being raised
                 failed.append(name)
     return failed

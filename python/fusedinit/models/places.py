@@ -10,6 +10,7 @@ makes (Megatron's grouped experts make `.contiguous()` copies of transposed view
 recovers the view from the local indices the copy holds."""
 from __future__ import annotations
 
+import dataclasses
 from typing import List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -29,14 +30,23 @@ class GlobalBlock(NamedTuple):
     offset: int
     global_shape: Tuple[int, ...]
     global_offset: Tuple[int, ...]
+    lead: int = 0  # leading dims that are the framework's stacked axes (local size one)
 
     def view(self, local: torch.Tensor) -> torch.Tensor:
         return local.as_strided(self.size, self.stride, local.storage_offset() + self.offset)
 
+    def own_shape(self) -> Tuple[int, ...]:
+        """The global tensor's shape without the stacked axes: what the parameter is a block
+        of (a layer's full weight, one expert's)."""
+        return self.global_shape[self.lead:]
+
     def item(self, local: torch.Tensor, spec) -> tuple:
-        """The init_many_ item writing `spec` to this block of `local`."""
+        """The init_many_ item writing `spec` to this block of `local` (a padding row is the
+        caller's: it is a row of the local tensor, not of the global one)."""
         if type(spec) is not Constant and hasattr(spec, "stream"):
             spec = on_stream(spec, param_stream(self.key))
+            if getattr(spec, "padding_idx", None) is not None:
+                spec = dataclasses.replace(spec, padding_idx=None)
         return (self.view(local), spec, self.global_shape, self.global_offset)
 
 
@@ -58,7 +68,8 @@ def whole_block(shape: Sequence[int], key: str, global_shape: Sequence[int],
     for d in range(len(shape) - 2, -1, -1):
         stride[d] = stride[d + 1] * shape[d + 1]
     return GlobalBlock(key, (1,) * lead + shape, (0,) * lead + tuple(stride), 0,
-                       tuple(int(n) for n in global_shape), tuple(int(n) for n in global_offset))
+                       tuple(int(n) for n in global_shape), tuple(int(n) for n in global_offset),
+                       lead)
 
 
 def view_block(view: torch.Tensor, key: str, global_shape: Sequence[int],
@@ -71,7 +82,7 @@ def view_block(view: torch.Tensor, key: str, global_shape: Sequence[int],
                          f"local block {tuple(view.shape)}")
     return GlobalBlock(key, (1,) * lead + tuple(view.shape), (0,) * lead + tuple(view.stride()),
                        view.storage_offset(), tuple(int(n) for n in global_shape),
-                       tuple(int(n) for n in global_offset))
+                       tuple(int(n) for n in global_offset), lead)
 
 
 def local_indices(shape: Sequence[int]) -> torch.Tensor:
@@ -85,38 +96,34 @@ def local_indices(shape: Sequence[int]) -> torch.Tensor:
     return torch.arange(n, dtype=dtype).view(tuple(shape))
 
 
-def block_of(indices: torch.Tensor, source: torch.Tensor, key: str, global_shape: Sequence[int],
+def block_of(held: torch.Tensor, local: torch.Tensor, key: str, global_shape: Sequence[int],
              global_offset: Sequence[int]) -> Optional[GlobalBlock]:
-    """The block whose elements are the local elements `indices` holds (computed from
-    `source = local_indices(local shape)` by the framework's views and copies), if those are a
-    strided view of the local tensor; else None. Leading dims of `global_shape` beyond
-    `indices`' dims are the local size one."""
-    shape = tuple(indices.shape)
+    """The block whose elements are the local elements `held` holds - `held` computed from
+    `local = local_indices(local shape)` by the framework's views and copies - if those are a
+    strided view of the local tensor; else None. Leading dims of `global_shape` beyond `held`'s
+    dims are stacked axes (local size one)."""
+    shape = tuple(held.shape)
     lead = len(global_shape) - len(shape)
     if lead < 0:
         return None
-    if indices.numel() == 0:
-        return GlobalBlock(key, (1,) * lead + shape, (0,) * (lead + len(shape)), 0,
-                           tuple(global_shape), tuple(global_offset))
-    flat = indices.reshape(-1)
+    gs, go = tuple(int(n) for n in global_shape), tuple(int(n) for n in global_offset)
+    if held.numel() == 0:
+        return GlobalBlock(key, (1,) * lead + shape, (0,) * (lead + len(shape)), 0, gs, go, lead)
+    flat = held.reshape(-1)
     offset = int(flat[0])
     stride: List[int] = []
     for d, n in enumerate(shape):
-        if n == 1:
-            stride.append(0)
-            continue
         step = [0] * len(shape)
-        step[d] = 1
-        stride.append(int(indices[tuple(step)]) - offset)
+        step[d] = 1 if n > 1 else 0
+        stride.append(int(held[tuple(step)]) - offset if n > 1 else 0)
     if any(s <= 0 for s, n in zip(stride, shape) if n > 1):  # overlapping or reversed
         return None
-    # `source` holds 0, 1, 2, ...: the strided view found must hold exactly `indices`.
-    flat_source = source.reshape(-1)
-    if int(flat.max()) >= flat_source.numel() or \
-            not torch.equal(flat_source.as_strided(shape, stride, offset), indices):
+    flat_local = local.reshape(-1)
+    extent = offset + sum((n - 1) * s for n, s in zip(shape, stride))
+    if offset < 0 or extent >= flat_local.numel() or \
+            not torch.equal(flat_local.as_strided(shape, stride, offset), held):
         return None
-    return GlobalBlock(key, (1,) * lead + shape, (0,) * lead + tuple(stride), offset,
-                       tuple(int(n) for n in global_shape), tuple(int(n) for n in global_offset))
+    return GlobalBlock(key, (1,) * lead + shape, (0,) * lead + tuple(stride), offset, gs, go, lead)
 
 
 def check_cover(name: str, numel: int, blocks: Sequence[GlobalBlock]) -> None:
@@ -143,5 +150,11 @@ def placed_items(places: Places, name: Optional[str], local: torch.Tensor,
     return [b.item(local, spec) for b in blocks]
 
 
-__all__ = ["GlobalBlock", "Places", "whole_block", "local_indices", "block_of", "check_cover",
-           "placed_items"]
+def padding_row(spec) -> Optional[int]:
+    """The local row a placed write zeroes after its blocks (`padding_idx` of the local
+    tensor: `nn.Embedding(padding_idx=)`, `weight[i].zero_()` after a draw); None if none."""
+    return getattr(spec, "padding_idx", None)
+
+
+__all__ = ["GlobalBlock", "Places", "whole_block", "view_block", "local_indices", "block_of",
+           "check_cover", "placed_items", "padding_row"]

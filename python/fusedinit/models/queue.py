@@ -20,7 +20,7 @@ from ..ops.api import init_many_
 from ..ops.sharding import is_dtensor
 from ..ops.specs import Constant, Normal, on_stream
 from ..torch_internals import storage_address
-from .places import Places, placed_items
+from .places import Places, padding_row, placed_items
 from .streams import param_stream
 
 
@@ -397,7 +397,7 @@ class InitSession:
                 self.written[name] = p.spec
                 if p.ops and p.tensor.device.type == "meta":
                     self.deferred_on_meta.append(name)
-        floating = []
+        floating, padded = [], []
         for key, p in pending.items():
             if p.tensor.is_floating_point():
                 placed = (placed_items(self.places, self.names.get(key), p.tensor, p.spec)
@@ -406,8 +406,12 @@ class InitSession:
                     floating.append((p.tensor, p.spec))
                 else:
                     floating.extend(placed)
+                    if padding_row(p.spec) is not None:
+                        padded.append((p.tensor, padding_row(p.spec)))
         with torch.no_grad():
             init_many_(floating, seed=self.seed)
+            for t, row in padded:  # a placed tensor's padding row is a local row
+                t[row].zero_()
             for p in pending.values():
                 if not p.tensor.is_floating_point():
                     p.tensor.fill_(p.spec.value)
