@@ -13,7 +13,6 @@ import warnings
 import torch
 import torch.distributed as dist
 
-MODELS = ("dense", "moe", "grouped")
 LAYERS = 4  # tests/test_megatron.py's scaled std assumes 4
 
 

@@ -25,12 +25,12 @@ from gloo_spawn import spawn  # noqa: E402
 SEED = 1234
 
 
-def gather(tmp_path_factory, how: str, model: str, tp: int, pp: int, ep: int,
+def gather(folder: pathlib.Path, how: str, model: str, tp: int, pp: int, ep: int,
            *overrides: str) -> dict:
     """The global tensors of `model` initialized `how` under TP=tp, PP=pp, EP=ep, one gloo
-    process per rank."""
+    process per rank (its files in `folder`, made here)."""
     world = pp * max(tp, ep)  # experts: expert-TP 1, EP ranks taken from TP x DP
-    folder = tmp_path_factory.mktemp(f"{how}-{model}-{tp}{pp}{ep}")
+    folder.mkdir(parents=True)
     path = folder / "global.pt"
     argument = ",".join([how, model, str(tp), str(pp), str(ep), str(path), *overrides])
     spawn("megatron_workers", f"save_case:{argument}", world, folder, time_limit_s=300)
@@ -44,13 +44,7 @@ def _cached(how: str, model: str, tp: int, pp: int, ep: int, root: str) -> dict:
         if not (folder / "fused-dense.pt").exists():
             spawn("megatron_workers", f"singles_case:{folder}", 1, folder, time_limit_s=300)
         return torch.load(folder / f"{how}-{model}.pt")
-
-    class Factory:  # tmp_path_factory's mktemp, on a folder that outlives one test
-        def mktemp(self, name):
-            path = folder / name
-            path.mkdir(parents=True, exist_ok=True)
-            return path
-    return gather(Factory(), how, model, tp, pp, ep)
+    return gather(folder / f"{how}-{model}-{tp}{pp}{ep}", how, model, tp, pp, ep)
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +112,12 @@ def test_values_follow_megatrons_rules(model, cache_root):
     assert drawn == (7 if model == "dense" else 8)  # embeddings, attention, MLP / router + experts, output
 
 
-def test_custom_init_methods_are_fused_and_layout_free(tmp_path_factory):
+def test_custom_init_methods_are_fused_and_layout_free(tmp_path):
     """config.init_method = torch.nn.init.xavier_uniform_ and a trunc_normal_ output layer
     init: recorded on the full master weight (CPU initialization), the same for TP = 1 and 2,
     and the contract's Uniform / TruncNormal on each key's stream."""
-    one = gather(tmp_path_factory, "fused", "dense", 1, 1, 1, "init=xavier")
-    two = gather(tmp_path_factory, "fused", "dense", 2, 1, 1, "init=xavier")
+    one = gather(tmp_path / "tp1", "fused", "dense", 1, 1, 1, "init=xavier")
+    two = gather(tmp_path / "tp2", "fused", "dense", 2, 1, 1, "init=xavier")
     assert_same(one, two, "xavier TP 1 vs 2")
     qkv = one["decoder.layers.self_attention.linear_qkv.weight"]  # [layers, 3 * 64, 64]
     bound = math.sqrt(6.0 / (qkv.shape[1] + qkv.shape[2]))
@@ -139,12 +133,12 @@ def test_custom_init_methods_are_fused_and_layout_free(tmp_path_factory):
     assert torch.equal(proj, expected)
 
 
-def test_gpu_initialization_path_is_layout_free(tmp_path_factory):
+def test_gpu_initialization_path_is_layout_free(tmp_path):
     """Megatron's default initialization draws each rank's local shard (init_method on the
     shard under the CUDA RNG tracker); recorded per shard, written at the global places: TP=2
     gives the TP=1 model (on this CPU, with the CUDA device and tracker stood in for)."""
-    one = gather(tmp_path_factory, "fused", "dense", 1, 1, 1, "gpu_init=True")
-    two = gather(tmp_path_factory, "fused", "dense", 2, 1, 1, "gpu_init=True")
+    one = gather(tmp_path / "tp1", "fused", "dense", 1, 1, 1, "gpu_init=True")
+    two = gather(tmp_path / "tp2", "fused", "dense", 2, 1, 1, "gpu_init=True")
     assert_same(one, two, "GPU init path TP 1 vs 2")
 
 

@@ -3,8 +3,9 @@ Megatron's own description of it: `model.sharded_state_dict()` (dist-checkpointi
 ShardedTensors give, per parameter, a global key (layers stacked along a prepended axis, experts
 along another), the global shape and this rank's offset in it - the description Megatron's
 checkpoints are saved and resharded with. ShardedTensorFactories (a gated MLP's fc1 cut into w
-and v, grouped experts cut into experts and transposed) are built once on the parameter's local
-indices, so their blocks are found as views of the parameter whatever the factory does."""
+and v, grouped experts cut into experts and transposed) are built on a meta stand-in of the
+parameter, or - when they copy - on its local indices, so their blocks are found as views of the
+parameter whatever the factory does."""
 from __future__ import annotations
 
 import dataclasses
@@ -91,10 +92,8 @@ def global_places(model: nn.Module) -> Dict[str, List[GlobalBlock]]:
     if not callable(getattr(model, "sharded_state_dict", None)):
         raise TypeError(f"model must be a Megatron-Core module (with sharded_state_dict()), got "
                         f"{type(model).__name__}")
-    names = {}
-    for name, p in model.named_parameters(remove_duplicate=True):
-        names[id(p)] = name
     params = dict(model.named_parameters(remove_duplicate=True))
+    names = {id(p): name for name, p in params.items()}
     places: Dict[str, List[GlobalBlock]] = {}
     for leaf in _leaves(model.sharded_state_dict()):
         if not (_is_sharded_tensor(leaf) or _is_factory(leaf)):

@@ -70,10 +70,8 @@ def shape_dependent_parameters(model: nn.Module, record: Optional[DeferredRecord
     cache: Dict = {}
     config = getattr(model, "config", None)
     methods = (_config_methods(config) if config is not None else []) + list(_TORCH_FAN_METHODS)
-    shaped = [(n, m) for n, m in methods
+    shaped = [(n, m) for n, m in methods  # (torch's fan methods always are)
               if _rule_for(m, _PROBE_SHAPES[0], cache) != _rule_for(m, _PROBE_SHAPES[1], cache)]
-    if not shaped:
-        return []
     params = dict(model.named_parameters(remove_duplicate=True))
     named = []
     for name, spec in record.specs.items():

@@ -91,11 +91,11 @@ class ConstructionTracker(WriteTracker):
         # later use of that tensor or of a view of it takes the same view of the real value.
         self.realized: Dict[int, torch.Tensor] = {}
         self.parameters: Set[int] = set()  # storages registered as parameters: never realized
-        # Every tensor whose storage identity a table above holds, alive until the constructor
-        # returns: a storage's identity is its address, which a freed temporary (Megatron's
-        # `master.to(params_dtype)`) hands on to the next tensor made - a parameter would then
-        # take the temporary's entries (its "written by an op", its rule). Meta tensors cost
-        # nothing; real ones are the constructor's own temporaries.
+        # The storage of every tensor whose identity a table above holds, pinned until the
+        # constructor returns: a storage's identity is its address, which a freed temporary
+        # (Megatron's `master.to(params_dtype)`) hands on to the next tensor made - a parameter
+        # would then take the temporary's entries (its "written by an op", its rule). Meta
+        # storages cost nothing; real ones are pinned up to _PIN_BYTES (see note()).
         self.alive: Dict[int, torch.UntypedStorage] = {}
 
     def note(self, t: torch.Tensor) -> None:

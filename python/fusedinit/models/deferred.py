@@ -318,7 +318,7 @@ def _allocate_and_write(module: nn.Module, device: torch.device, seed: int,
     # parameter (Megatron's tensor_model_parallel / partition_dim / allreduce / shared, which
     # its DDP and optimizer read) go over to the new object.
     attributes = [(table, leaf, dict(vars(t))) for table, leaf in first.values()
-                  if table is not None and isinstance(t := table[leaf], nn.Parameter) and vars(t)]
+                  if isinstance(t := table[leaf], nn.Parameter) and vars(t)]
     module.to_empty(device=device)
     for table, leaf, saved in attributes:
         new = table[leaf]

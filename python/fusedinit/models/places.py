@@ -11,6 +11,7 @@ recovers the view from the local indices the copy holds."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -59,17 +60,7 @@ def whole_block(shape: Sequence[int], key: str, global_shape: Sequence[int],
     """The whole contiguous local tensor of `shape` as one block; `global_shape` may have more
     (leading) dims than `shape` - the stacked layer axis of Megatron's keys - each of size one
     in the local tensor."""
-    shape = tuple(int(n) for n in shape)
-    lead = len(global_shape) - len(shape)
-    if lead < 0:
-        raise ValueError(f"{key}: global shape {tuple(global_shape)} has fewer dims than the "
-                         f"local tensor {shape}")
-    stride = [1] * len(shape)
-    for d in range(len(shape) - 2, -1, -1):
-        stride[d] = stride[d + 1] * shape[d + 1]
-    return GlobalBlock(key, (1,) * lead + shape, (0,) * lead + tuple(stride), 0,
-                       tuple(int(n) for n in global_shape), tuple(int(n) for n in global_offset),
-                       lead)
+    return view_block(torch.empty(tuple(shape), device="meta"), key, global_shape, global_offset)
 
 
 def view_block(view: torch.Tensor, key: str, global_shape: Sequence[int],
@@ -89,9 +80,7 @@ def local_indices(shape: Sequence[int]) -> torch.Tensor:
     """Each element's flat index in a contiguous tensor of `shape` (the smallest integer type
     that holds them): what a framework's view-or-copy functions are run on to find out which
     elements a block holds."""
-    n = 1
-    for s in shape:
-        n *= int(s)
+    n = math.prod(int(s) for s in shape)
     dtype = torch.int32 if n <= torch.iinfo(torch.int32).max else torch.int64
     return torch.arange(n, dtype=dtype).view(tuple(shape))
 
@@ -112,9 +101,9 @@ def block_of(held: torch.Tensor, local: torch.Tensor, key: str, global_shape: Se
     flat = held.reshape(-1)
     offset = int(flat[0])
     stride: List[int] = []
-    for d, n in enumerate(shape):
+    for d, n in enumerate(shape):  # the step to the next element along each dim
         step = [0] * len(shape)
-        step[d] = 1 if n > 1 else 0
+        step[d] = 1
         stride.append(int(held[tuple(step)]) - offset if n > 1 else 0)
     if any(s <= 0 for s, n in zip(stride, shape) if n > 1):  # overlapping or reversed
         return None
@@ -129,12 +118,7 @@ def block_of(held: torch.Tensor, local: torch.Tensor, key: str, global_shape: Se
 def check_cover(name: str, numel: int, blocks: Sequence[GlobalBlock]) -> None:
     """The blocks of one parameter hold as many elements as it does (block_of already made
     sure each is a view of it; a framework describes disjoint blocks)."""
-    held = 0
-    for b in blocks:
-        n = 1
-        for s in b.size:
-            n *= s
-        held += n
+    held = sum(math.prod(b.size) for b in blocks)
     if held != numel:
         raise ValueError(f"{name}: its global blocks hold {held} elements, the parameter "
                          f"{numel}")

@@ -406,8 +406,9 @@ class InitSession:
                     floating.append((p.tensor, p.spec))
                 else:
                     floating.extend(placed)
-                    if padding_row(p.spec) is not None:
-                        padded.append((p.tensor, padding_row(p.spec)))
+                    row = padding_row(p.spec)
+                    if row is not None:
+                        padded.append((p.tensor, row))
         with torch.no_grad():
             init_many_(floating, seed=self.seed)
             for t, row in padded:  # a placed tensor's padding row is a local row
